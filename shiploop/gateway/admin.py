@@ -1,0 +1,80 @@
+"""A small client for Envoy's admin interface: stats, readiness, histograms."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative latency buckets of one histogram: (upper bound ms, count at or below)."""
+
+    buckets: tuple[tuple[float, int], ...]
+
+    @property
+    def total(self) -> int:
+        return self.buckets[-1][1] if self.buckets else 0
+
+
+class EnvoyAdmin:
+    def __init__(self, port: int, timeout_s: float = 2.0) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self._client = httpx.AsyncClient(base_url=self.base, timeout=timeout_s)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def ready(self) -> bool:
+        try:
+            r = await self._client.get("/ready")
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200 and r.text.strip() == "LIVE"
+
+    async def stats(self, pattern: str) -> dict[str, Any]:
+        """Counters, gauges and text readouts whose name matches the regex `pattern`."""
+        r = await self._client.get("/stats", params={"format": "json", "filter": pattern})
+        r.raise_for_status()
+        out: dict[str, Any] = {}
+        for item in r.json().get("stats", []):
+            if "name" in item:
+                out[item["name"]] = item["value"]
+        return out
+
+    async def histograms(self, pattern: str) -> dict[str, Histogram]:
+        """Cumulative bucket counts of the histograms matching `pattern` (since Envoy started)."""
+        r = await self._client.get(
+            "/stats", params={"format": "json", "filter": pattern, "histogram_buckets": "cumulative"}
+        )
+        r.raise_for_status()
+        out: dict[str, Histogram] = {}
+        for item in r.json().get("stats", []):
+            hist = item.get("histograms")
+            if not isinstance(hist, list):
+                continue
+            for h in hist:
+                buckets = tuple((float(b["upper_bound"]), int(b["cumulative"])) for b in h.get("buckets", []))
+                out[h["name"]] = Histogram(buckets)
+        return out
+
+    async def post(self, path: str) -> str:
+        r = await self._client.post(path)
+        return r.text
+
+
+_REJECTION = re.compile(r"config update rejected: (.*)$|rejected: (.*)$")
+
+
+def rejection_reason(log_text: str) -> str | None:
+    """The last config rejection Envoy wrote to its log, if any."""
+    reason = None
+    for line in log_text.splitlines():
+        m = _REJECTION.search(line)
+        if m:
+            reason = (m.group(1) or m.group(2)).strip()
+    return reason

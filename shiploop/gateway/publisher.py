@@ -1,0 +1,164 @@
+"""Publishes routing state to Envoy through files, and confirms Envoy took it.
+
+Each publish writes a new generation directory and swaps the `current` symlink
+with one rename (atomic for Envoy's directory watch). A change that adds
+clusters is published in two generations: first the clusters beside the live
+routes, then the routes that name them, so no request meets a route to a
+cluster Envoy does not know yet. Clusters the live routes stop naming stay one
+generation longer (in-flight requests finish) and are pruned by the next publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from shiploop.errors import ShiploopError
+from shiploop.gateway import render
+from shiploop.gateway.admin import EnvoyAdmin, rejection_reason
+from shiploop.gateway.model import PublishResult, RoutingState
+
+_ACCEPT_TIMEOUT_S = 10.0
+_KEEP_GENERATIONS = 4
+_STAT_PATTERN = r"^(cluster_manager\.cds|listener_manager\.lds|http\.gateway\.rds\.gateway)\.(version_text|update_rejected)$|^cluster_manager\.warming_clusters$"
+
+
+class Publisher:
+    def __init__(self, xds_dir: Path, envoy_log: Path | None = None) -> None:
+        self.xds_dir = xds_dir
+        self.envoy_log = envoy_log
+        self.admin: EnvoyAdmin | None = None
+        self.live: RoutingState | None = None
+        self._lock = asyncio.Lock()
+        xds_dir.mkdir(parents=True, exist_ok=True)
+        self.generation = self._last_generation_on_disk()
+
+    def attach(self, admin: EnvoyAdmin) -> None:
+        """From now on, every publish waits for this Envoy to accept it."""
+        self.admin = admin
+
+    @property
+    def needs_prune(self) -> bool:
+        return self.live is not None and self.live.cluster_names() != self.live.referenced_clusters()
+
+    async def publish(self, desired: RoutingState) -> PublishResult:
+        async with self._lock:
+            started = time.monotonic()
+            live = self.live
+            if live is None:
+                gen = await self._apply(desired)
+            else:
+                # Keep the clusters the live routes still use, so they stay valid
+                # until the new routes are in.
+                keep = {c.name: c for c in live.clusters if c.name in live.referenced_clusters()}
+                keep.update({c.name: c for c in desired.clusters})
+                staged = replace(desired, clusters=tuple(keep[n] for n in sorted(keep)))
+                if set(staged.clusters) != set(live.clusters):
+                    await self._apply(replace(live, clusters=staged.clusters))
+                    self.live = replace(live, clusters=staged.clusters)
+                gen = await self._apply(staged)
+                desired = staged
+            self.live = desired
+            return PublishResult(gen, True, time.monotonic() - started)
+
+    def current_generation_dir(self) -> Path:
+        return self.xds_dir / "current"
+
+    # -- files -------------------------------------------------------------
+
+    def _last_generation_on_disk(self) -> int:
+        gens = [int(p.name[4:]) for p in self.xds_dir.glob("gen-*") if p.name[4:].isdigit()]
+        return max(gens, default=0)
+
+    def _write(self, state: RoutingState) -> int:
+        self.generation += 1
+        version = str(self.generation)
+        gen_dir = self.xds_dir / f"gen-{self.generation:06d}"
+        gen_dir.mkdir(parents=True, exist_ok=False)
+        files = {
+            "cds.json": render.discovery_response(version, [render.cluster(c) for c in state.clusters]),
+            "lds.json": render.discovery_response(version, [render.listener(state, self.xds_dir)]),
+            "rds.json": render.discovery_response(version, [render.route_configuration(state)]),
+        }
+        for name, body in files.items():
+            (gen_dir / name).write_text(json.dumps(body, indent=1))
+        self._point_current_at(gen_dir.name)
+        self._remove_old_generations()
+        return self.generation
+
+    def _point_current_at(self, name: str) -> None:
+        tmp = self.xds_dir / ".current.tmp"
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(name, tmp)
+        os.rename(tmp, self.xds_dir / "current")
+
+    def _remove_old_generations(self) -> None:
+        gens = sorted(p for p in self.xds_dir.glob("gen-*") if p.is_dir())
+        for old in gens[:-_KEEP_GENERATIONS]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    # -- acceptance -----------------------------------------------------------
+
+    async def _apply(self, state: RoutingState) -> int:
+        """Write one generation and wait until Envoy serves it (if an Envoy is attached)."""
+        before = await self._rejections() if self.admin else 0
+        gen = self._write(state)
+        if self.admin is not None:
+            await self._confirm(gen, before)
+        return gen
+
+    async def _confirm(self, gen: int, before: int) -> None:
+        assert self.admin is not None
+        want = str(gen)
+        deadline = time.monotonic() + _ACCEPT_TIMEOUT_S
+        while True:
+            stats = await self.admin.stats(_STAT_PATTERN)
+            versions = [stats.get(f"{p}.version_text") for p in ("cluster_manager.cds", "http.gateway.rds.gateway")]
+            if all(v == want for v in versions) and stats.get("cluster_manager.warming_clusters", 0) == 0:
+                return
+            rejected = sum(int(v) for k, v in stats.items() if k.endswith("update_rejected"))
+            if rejected > before:
+                await self._restore_last_good()
+                raise ShiploopError(
+                    f"envoy rejected routing generation {gen}: {self._reason()}",
+                    hint="the previous routes keep serving; fix the route and try again",
+                )
+            if time.monotonic() > deadline:
+                raise ShiploopError(
+                    f"envoy did not apply routing generation {gen} within {_ACCEPT_TIMEOUT_S:.0f}s",
+                    hint=f"see the envoy log at {self.envoy_log}",
+                )
+            await asyncio.sleep(0.003)
+
+    async def _rejections(self) -> int:
+        assert self.admin is not None
+        stats = await self.admin.stats(_STAT_PATTERN)
+        return sum(int(v) for k, v in stats.items() if k.endswith("update_rejected"))
+
+    def _reason(self) -> str:
+        if self.envoy_log is None or not self.envoy_log.exists():
+            return "no reason available"
+        with open(self.envoy_log, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 20000))
+            tail = f.read().decode(errors="replace")
+        return rejection_reason(tail) or "no reason in the envoy log"
+
+    async def _restore_last_good(self) -> None:
+        # Point `current` back at the last accepted generation, so an Envoy
+        # restart loads good config; Envoy itself still serves it already.
+        if self.live is None:
+            return
+        good = self._write(self.live)
+        assert self.admin is not None
+        deadline = time.monotonic() + _ACCEPT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            stats = await self.admin.stats(_STAT_PATTERN)
+            if stats.get("cluster_manager.cds.version_text") == str(good):
+                return
+            await asyncio.sleep(0.01)

@@ -1,0 +1,86 @@
+"""A tiny HTTP app for tests: answers with its identity, fails or slows on request.
+
+Environment: PORT, SHIPLOOP_SERVICE, SHIPLOOP_VERSION, plus knobs
+FAIL_RATE (0..1 share of 500s), SLOW_RATE and SLOW_MS (share of requests
+delayed), CRASH_AFTER (exit after N requests), NOT_READY (never healthy).
+"""
+
+import json
+import os
+import random
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SERVICE = os.environ.get("SHIPLOOP_SERVICE", "echo")
+VERSION = os.environ.get("SHIPLOOP_VERSION", "dev")
+FAIL_RATE = float(os.environ.get("FAIL_RATE", "0"))
+SLOW_RATE = float(os.environ.get("SLOW_RATE", "0"))
+SLOW_MS = float(os.environ.get("SLOW_MS", "0"))
+CRASH_AFTER = int(os.environ.get("CRASH_AFTER", "0"))
+NOT_READY = os.environ.get("NOT_READY") == "1"
+
+lock = threading.Lock()
+served = {"requests": 0, "errors": 0}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet access log
+        pass
+
+    def _send(self, status, body, content_type="application/json"):
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-app-version", VERSION)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path == "/healthz":
+            return self._send(503 if NOT_READY else 200, "ok", "text/plain")
+        if self.path == "/metrics":
+            text = (
+                "# TYPE app_requests_total counter\n"
+                f'app_requests_total{{version="{VERSION}"}} {served["requests"]}\n'
+                f'app_errors_total{{version="{VERSION}"}} {served["errors"]}\n'
+            )
+            return self._send(200, text, "text/plain; version=0.0.4")
+        if self.path == "/_served":
+            return self._send(200, json.dumps(served))
+        self._answer()
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", "0"))
+        self.rfile.read(length)
+        self._answer()
+
+    def _answer(self):
+        with lock:
+            served["requests"] += 1
+            n = served["requests"]
+        if SLOW_RATE and random.random() < SLOW_RATE:
+            time.sleep(SLOW_MS / 1000)
+        if FAIL_RATE and random.random() < FAIL_RATE:
+            with lock:
+                served["errors"] += 1
+            self._send(500, json.dumps({"error": "injected", "version": VERSION}))
+        else:
+            self._send(200, json.dumps({"service": SERVICE, "version": VERSION, "path": self.path}))
+        if CRASH_AFTER and n >= CRASH_AFTER:
+            os._exit(3)
+
+
+if __name__ == "__main__":
+    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+    server.daemon_threads = True
+    print(f"{SERVICE}@{VERSION} listening on {os.environ['PORT']}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,80 @@
+"""Shared fixtures: real processes on free ports, always ended at teardown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shiploop.runtime.procs import free_port, terminate_group
+
+APPS = Path(__file__).parent / "apps"
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+    """Poll `condition` until it returns something truthy, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+class App:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, version: str) -> None:
+        self.proc = proc
+        self.port = port
+        self.version = version
+        self.url = f"http://127.0.0.1:{port}"
+
+    def served(self) -> int:
+        return int(httpx.get(f"{self.url}/_served").json()["requests"])
+
+
+@pytest.fixture
+def spawn_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
+    """Start tests/apps/echo_app.py as a real process; wait until it is healthy."""
+    started: list[App] = []
+
+    def spawn(version: str = "v1", service: str = "echo", **knobs: str) -> App:
+        port = free_port()
+        env = dict(os.environ, PORT=str(port), SHIPLOOP_SERVICE=service, SHIPLOOP_VERSION=version, **knobs)
+        log = open(tmp_path / f"{service}-{version}-{port}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, str(APPS / "echo_app.py")], env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        app = App(proc, port, version)
+        started.append(app)
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{app.url}/healthz", timeout=0.5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, 10, what=f"app {version} healthy")
+        return app
+
+    yield spawn
+    for app in started:
+        terminate_group(app.proc.pid, 3)
+        app.proc.wait(timeout=5)
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    lp = asyncio.new_event_loop()
+    yield lp
+    lp.close()
