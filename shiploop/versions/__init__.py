@@ -1,1 +1,3 @@
+from shiploop.versions.snapshot import Version, snapshot
 
+__all__ = ["Version", "snapshot"]

@@ -1,0 +1,358 @@
+"""service.yaml and shiploop.yaml as pydantic models.
+
+Validation here knows nothing of files or lines: validators raise `spec_issue`
+and the loader maps each error back to the line of the offending key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+
+from shiploop.spec.base import SpecModel, check_choice, scalar_to_str
+from shiploop.spec.durations import PositiveDuration
+from shiploop.spec.issues import spec_issue
+from shiploop.spec.rollout import RolloutPolicy
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+RETRY_ON = (
+    "5xx",
+    "gateway-error",
+    "reset",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "envoy-ratelimited",
+    "http3-post-connect-failure",
+)
+DEFAULT_RETRY_ON = ("connect-failure", "refused-stream", "gateway-error")
+MAX_REPLICAS = 50
+
+_SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]*")
+_PROJECT_NAME = re.compile(r"[a-z0-9-]+")
+# Later a version becomes a Kubernetes Service named "<name>-<12 hex>", and those
+# must fit a 63-character DNS label.
+_MAX_NAME = 50
+_HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?")
+_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+def check_service_name(name: str) -> str:
+    if not _SERVICE_NAME.fullmatch(name) or len(name) > _MAX_NAME:
+        suggestion = _slug(name).lstrip("0123456789-")[:_MAX_NAME] or "web"
+        raise spec_issue(
+            f"invalid service name {name!r}: use lowercase letters, digits and '-', starting with a letter, "
+            f"at most {_MAX_NAME} characters",
+            hint=f"try '{suggestion}'",
+        )
+    return name
+
+
+def check_project_name(name: str) -> str:
+    if not _PROJECT_NAME.fullmatch(name) or len(name) > _MAX_NAME:
+        raise spec_issue(
+            f"invalid project name {name!r}: use lowercase letters, digits and '-'",
+            hint=f"try '{_slug(name)[:_MAX_NAME] or 'shop'}'",
+        )
+    return name
+
+
+def _check_url_path(value: str) -> str:
+    if not value.startswith("/") or any(c.isspace() for c in value):
+        raise spec_issue(
+            f"{value!r} must start with '/' and contain no spaces", hint=f"try '/{value.strip()}'"
+        )
+    return value
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _check_header_name(name: str) -> str:
+    if not _HEADER_NAME.fullmatch(name):
+        raise spec_issue(f"invalid header name {name!r}", hint="use letters, digits and '-', e.g. x-tenant")
+    return name
+
+
+UrlPath = Annotated[str, AfterValidator(_check_url_path)]
+HttpMethod = Annotated[
+    str, BeforeValidator(_upper), AfterValidator(lambda m: check_choice(m, HTTP_METHODS, "HTTP method"))
+]
+RetryOn = Annotated[str, AfterValidator(lambda v: check_choice(v, RETRY_ON, "retry condition"))]
+HeaderName = Annotated[str, BeforeValidator(_lower), AfterValidator(_check_header_name)]
+Text = Annotated[str, BeforeValidator(scalar_to_str)]
+Count = Annotated[int, Field(ge=1, le=2**32 - 1)]
+
+
+class RetryPolicy(SpecModel):
+    attempts: Annotated[int, Field(ge=0, le=10)] = 1
+    on: list[RetryOn] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
+    per_try_timeout: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _on_needed(self) -> RetryPolicy:
+        if self.attempts > 0 and not self.on:
+            raise spec_issue(
+                "list at least one retry condition", hint="or set attempts: 0 to turn retries off", field="on"
+            )
+        return self
+
+
+class RouteSpec(SpecModel):
+    prefix: UrlPath | None = None
+    path: UrlPath | None = None
+    regex: str | None = None
+    rewrite: UrlPath | None = None
+    host: str | None = None
+    methods: list[HttpMethod] | None = None
+    headers: dict[HeaderName, Text] = Field(default_factory=dict)
+    timeout: PositiveDuration = 15.0
+    retries: RetryPolicy = Field(default_factory=RetryPolicy)
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise spec_issue(
+                    f"invalid regex {value!r}: {exc}", hint="check the pattern, e.g. ^/items/[0-9]+$"
+                ) from None
+        return value
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _host_lower(cls, value: object) -> object:
+        return _lower(value)
+
+    @field_validator("host")
+    @classmethod
+    def _host_valid(cls, value: str | None) -> str | None:
+        if value is not None and not _HOST.fullmatch(value):
+            raise spec_issue(
+                f"invalid host {value!r}",
+                hint="use an exact domain like shop.local or a wildcard like *.shop.local",
+            )
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise spec_issue("list at least one method", hint="leave out `methods` to match any method")
+        return sorted(set(value), key=value.index)
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers_distinct(cls, value: object) -> object:
+        if isinstance(value, dict):
+            seen: dict[str, object] = {}
+            for key in value:
+                low = key.lower() if isinstance(key, str) else key
+                if low in seen:
+                    raise spec_issue(
+                        f"header {key!r} is listed twice (header names ignore case)", hint="keep one of them"
+                    )
+                seen[low] = key
+        return value
+
+    @model_validator(mode="after")
+    def _one_match(self) -> RouteSpec:
+        given = [k for k in ("prefix", "path", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            found = " and ".join(given) if given else "none"
+            raise spec_issue(
+                f"a route needs exactly one of prefix, path or regex (found {found})",
+                hint="use prefix for a path prefix, path for one exact path, regex for a pattern",
+            )
+        if self.rewrite is not None and self.prefix is None:
+            raise spec_issue(
+                "rewrite only works with prefix", hint="drop rewrite or match with prefix", field="rewrite"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """ "prefix", "path" or "regex"."""
+        return "prefix" if self.prefix is not None else "path" if self.path is not None else "regex"
+
+    @property
+    def value(self) -> str:
+        return self.prefix or self.path or self.regex or ""
+
+    def match_key(self) -> tuple[str, str, str, tuple[str, ...], tuple[tuple[str, str], ...]]:
+        """What this route matches, for finding two routes that claim the same requests."""
+        return (
+            self.kind,
+            self.value,
+            self.host or "",
+            tuple(sorted(self.methods or ())),
+            tuple(sorted(self.headers.items())),
+        )
+
+    def describe(self) -> str:
+        text = f"{self.kind} {self.value}"
+        if self.host:
+            text += f" host {self.host}"
+        if self.methods:
+            text += " methods " + ",".join(self.methods)
+        if self.headers:
+            text += " headers " + ",".join(f"{k}={v}" for k, v in sorted(self.headers.items()))
+        return text
+
+
+def _command_list(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            words = shlex.split(value)
+        except ValueError:
+            words = value.split()
+        raise spec_issue(
+            "command must be a list, not a string", hint=f"write it as command: {json.dumps(words)}"
+        )
+    return value
+
+
+def _env_name(name: str) -> str:
+    if not name or "=" in name or "\0" in name:
+        raise spec_issue(f"invalid environment variable name {name!r}", hint="use a name like GREETING")
+    return name
+
+
+class RunSpec(SpecModel):
+    command: Annotated[
+        list[Annotated[str, Field(min_length=1)]], BeforeValidator(_command_list), Field(min_length=1)
+    ]
+    env: dict[Annotated[str, BeforeValidator(scalar_to_str), AfterValidator(_env_name)], Text] = Field(
+        default_factory=dict
+    )
+
+
+class HealthCheck(SpecModel):
+    path: UrlPath = "/healthz"
+    timeout: PositiveDuration = 2.0
+    interval: PositiveDuration = 1.0
+
+
+class CircuitBreaker(SpecModel):
+    max_connections: Count = 1024
+    max_pending_requests: Count = 1024
+    max_requests: Count = 1024
+    max_retries: Annotated[int, Field(ge=0, le=2**32 - 1)] = 3
+
+
+class OutlierDetection(SpecModel):
+    enabled: bool = True
+    consecutive_5xx: Count = 5
+    interval: PositiveDuration = 5.0
+    base_ejection_time: PositiveDuration = 30.0
+    max_ejection_percent: Annotated[int, Field(ge=0, le=100)] = 50
+
+
+class ProjectDefaults(SpecModel):
+    replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
+    timeout: PositiveDuration = 15.0
+
+
+class GatewaySpec(SpecModel):
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    admin_port: Annotated[int, Field(ge=0, le=65535)] = 0
+
+    @model_validator(mode="after")
+    def _distinct(self) -> GatewaySpec:
+        if self.admin_port == self.port:
+            raise spec_issue(
+                f"admin_port {self.admin_port} is the same as port",
+                hint="pick another port, or 0 to let shiploop choose",
+                field="admin_port",
+            )
+        return self
+
+
+def default_route(name: str) -> dict[str, Any]:
+    return {"prefix": f"/{name}/", "rewrite": "/"}
+
+
+class ServiceSpec(SpecModel):
+    name: Annotated[str, AfterValidator(check_service_name)]
+    run: RunSpec
+    health: HealthCheck = Field(default_factory=HealthCheck)
+    replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
+    routes: list[RouteSpec] = Field(default_factory=list)
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    outlier_detection: OutlierDetection = Field(default_factory=OutlierDetection)
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    # Set by the loader, never read from service.yaml.
+    directory: Annotated[Path, Field(strict=False)] = Path(".")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        """Fill project defaults and the default route before fields validate.
+
+        Done on the raw mapping so an explicit value always wins and errors in
+        user-written routes keep their own positions.
+        """
+        if not isinstance(data, dict):
+            return data
+        context = info.context if isinstance(info.context, dict) else {}
+        defaults = context.get("defaults") or ProjectDefaults()
+        data = dict(data)
+        if data.get("replicas") is None:
+            data["replicas"] = defaults.replicas
+        routes = data.get("routes")
+        if routes is None:
+            name = data.get("name")
+            routes = [default_route(name)] if isinstance(name, str) and _SERVICE_NAME.fullmatch(name) else []
+        elif routes == []:
+            raise spec_issue(
+                "list at least one route",
+                hint="leave out `routes` to get the default /<name>/",
+                field="routes",
+            )
+        if isinstance(routes, list):
+            routes = [{"timeout": defaults.timeout, **r} if isinstance(r, dict) else r for r in routes]
+        data["routes"] = routes
+        return data
+
+    @model_validator(mode="after")
+    def _distinct_routes(self) -> ServiceSpec:
+        seen: dict[tuple[object, ...], int] = {}
+        for index, route in enumerate(self.routes):
+            key = route.match_key()
+            if key in seen:
+                raise spec_issue(
+                    f"route {route.describe()} is the same as routes[{seen[key]}]",
+                    hint="remove one, or tell them apart by host, methods or headers",
+                    field=f"routes.{index}",
+                )
+            seen[key] = index
+        return self
+
+
+class ProjectSpec(SpecModel):
+    name: Annotated[str, AfterValidator(check_project_name)]
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    defaults: ProjectDefaults = Field(default_factory=ProjectDefaults)
+    # Set by the loader, never read from shiploop.yaml.
+    root: Annotated[Path, Field(strict=False)] = Path(".")
+    services: dict[str, ServiceSpec] = Field(default_factory=dict)

@@ -1,0 +1,209 @@
+"""The rollout policy of a service: steps, analysis settings, guardrails, hooks."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+
+from shiploop.spec.base import SpecModel, check_choice, did_you_mean, scalar_to_str
+from shiploop.spec.durations import DURATION_HINT, PositiveDuration, parse_duration
+from shiploop.spec.issues import spec_issue
+
+ALERT_EVENTS = ("rollback", "promoted", "held")
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_APP_RATIO = re.compile(rf"app:({_METRIC_NAME.pattern})/({_METRIC_NAME.pattern})")
+_METRIC_HINT = (
+    "use error_rate, latency, or app:NUMERATOR/DENOMINATOR, e.g. app:checkout_errors_total/checkout_total"
+)
+
+
+def metric_kind(metric: str) -> str:
+    """ "error_rate", "latency" or "app_ratio"; raises a spec issue otherwise."""
+    if metric in ("error_rate", "latency"):
+        return metric
+    if _APP_RATIO.fullmatch(metric):
+        return "app_ratio"
+    if metric.startswith("app:"):
+        raise spec_issue(f"invalid app metric {metric!r}", hint=_METRIC_HINT)
+    raise spec_issue(
+        f"unknown metric {metric!r}", hint=did_you_mean(metric, ["error_rate", "latency"]) or _METRIC_HINT
+    )
+
+
+def _check_metric(metric: str) -> str:
+    metric_kind(metric)
+    return metric
+
+
+def _check_quantile(kind: str, quantile: float | None) -> None:
+    if kind == "latency":
+        if quantile is None:
+            raise spec_issue("a latency metric needs a quantile", hint="add quantile: 0.95", field="quantile")
+        if not 0 < quantile < 1:
+            raise spec_issue(
+                f"quantile must be between 0 and 1 (exclusive), got {quantile}",
+                hint="e.g. 0.95 for p95",
+                field="quantile",
+            )
+    elif quantile is not None:
+        raise spec_issue(
+            "quantile only applies to the latency metric", hint="remove quantile", field="quantile"
+        )
+
+
+Metric = Annotated[str, AfterValidator(_check_metric)]
+
+
+class _MetricModel(SpecModel):
+    metric: Metric
+    quantile: float | None = None
+
+    @property
+    def kind(self) -> str:
+        return metric_kind(self.metric)
+
+    @property
+    def numerator(self) -> str | None:
+        match = _APP_RATIO.fullmatch(self.metric)
+        return match.group(1) if match else None
+
+    @property
+    def denominator(self) -> str | None:
+        match = _APP_RATIO.fullmatch(self.metric)
+        return match.group(2) if match else None
+
+
+class Guardrail(_MetricModel):
+    """The candidate may be worse than the baseline by at most `tolerance`.
+
+    For error_rate and app ratios the tolerance is an absolute difference of
+    rates; for latency it is relative (0.05 = 5% slower).
+    """
+
+    tolerance: Annotated[float, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _quantile(self) -> Guardrail:
+        _check_quantile(self.kind, self.quantile)
+        return self
+
+
+class Limit(_MetricModel):
+    """An absolute ceiling for the candidate alone: a rate, or seconds for latency."""
+
+    max: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _max_as_duration(cls, data: Any) -> Any:
+        # The unit of `max` depends on the metric: latency takes a duration ("2s").
+        if isinstance(data, dict) and data.get("metric") == "latency" and "max" in data:
+            try:
+                return {**data, "max": parse_duration(data["max"])}
+            except ValueError as exc:
+                raise spec_issue(str(exc), hint=DURATION_HINT, field="max") from None
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Limit:
+        _check_quantile(self.kind, self.quantile)
+        if self.kind != "latency" and not 0 <= self.max <= 1:
+            raise spec_issue(
+                f"max must be a rate between 0 and 1, got {self.max}", hint="e.g. 0.2", field="max"
+            )
+        if self.kind == "latency" and self.max <= 0:
+            raise spec_issue("max must be more than 0", hint="e.g. max: 2s", field="max")
+        return self
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise spec_issue(f"invalid url {url!r}", hint="use an http:// or https:// address")
+    return url
+
+
+Url = Annotated[str, AfterValidator(_check_url)]
+
+
+class Webhook(SpecModel):
+    when: Literal["pre-rollout", "step", "post-rollout"]
+    url: Url
+    timeout: PositiveDuration = 5.0
+
+
+class Alert(SpecModel):
+    url: Url
+    on: list[Annotated[str, AfterValidator(lambda v: check_choice(v, ALERT_EVENTS, "alert event"))]] = Field(
+        default_factory=lambda: list(ALERT_EVENTS), min_length=1
+    )
+
+
+class AbMatch(SpecModel):
+    """Requests carrying header == value go to the variant."""
+
+    header: Annotated[
+        str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v), Field(min_length=1)
+    ]
+    value: Annotated[str, BeforeValidator(scalar_to_str)]
+
+
+def _default_guardrails() -> list[Guardrail]:
+    return [
+        Guardrail(metric="error_rate", tolerance=0.01),
+        Guardrail(metric="latency", quantile=0.95, tolerance=0.05),
+    ]
+
+
+class RolloutPolicy(SpecModel):
+    strategy: Literal["canary", "mirror", "ab"] = "canary"
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=lambda: [5, 25, 50, 100])
+    min_step: PositiveDuration = 10.0
+    max_step: PositiveDuration = 300.0
+    on_inconclusive: Literal["hold", "advance"] = "advance"
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    min_samples: Annotated[int, Field(ge=1)] = 200
+    require_noninferiority: bool = False
+    guardrails: list[Guardrail] = Field(default_factory=_default_guardrails)
+    limits: list[Limit] = Field(default_factory=lambda: [Limit(metric="error_rate", max=0.5)])
+    on_no_data: Literal["hold", "fail", "pass"] = "hold"
+    match: AbMatch | None = None
+    webhooks: list[Webhook] = Field(default_factory=list)
+    alerts: list[Alert] = Field(default_factory=list)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_increase(cls, steps: list[int]) -> list[int]:
+        if not steps:
+            raise spec_issue("list at least one step", hint="e.g. steps: [5, 25, 50, 100]")
+        for before, after in zip(steps, steps[1:], strict=False):
+            if after <= before:
+                raise spec_issue(
+                    f"steps must increase, but {after} follows {before}", hint="e.g. steps: [5, 25, 50, 100]"
+                )
+        return steps
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RolloutPolicy:
+        if self.strategy == "canary" and self.steps[-1] != 100:
+            raise spec_issue(
+                f"a canary must end at 100, but the last step is {self.steps[-1]}",
+                hint=f"add 100: steps: {[*self.steps, 100]}",
+                field="steps",
+            )
+        if self.strategy == "ab" and self.match is None:
+            raise spec_issue(
+                "an ab rollout needs match to pick the users who see the variant",
+                hint='add match: {header: x-beta, value: "1"}',
+                field="match",
+            )
+        if self.max_step < self.min_step:
+            raise spec_issue(
+                f"max_step ({self.max_step:g}s) is shorter than min_step ({self.min_step:g}s)",
+                hint="make max_step at least min_step",
+                field="max_step",
+            )
+        return self

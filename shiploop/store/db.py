@@ -1,0 +1,203 @@
+"""SQLite state in .shiploop/state.db (WAL): what is deployed, where it runs, what happened.
+
+The daemon is the only writer; the CLI reads through the daemon's API. Every
+controller decision is an event row with its evidence as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    service TEXT NOT NULL, id TEXT NOT NULL, path TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (service, id));
+CREATE TABLE IF NOT EXISTS deployments (
+    service TEXT NOT NULL, version TEXT NOT NULL, track TEXT NOT NULL, weight INTEGER NOT NULL,
+    replicas INTEGER NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (service, version));
+CREATE TABLE IF NOT EXISTS replicas (
+    service TEXT NOT NULL, version TEXT NOT NULL, idx INTEGER NOT NULL, port INTEGER NOT NULL,
+    pid INTEGER, start_time INTEGER, restarts INTEGER NOT NULL DEFAULT 0, log_path TEXT NOT NULL,
+    PRIMARY KEY (service, version, idx));
+CREATE TABLE IF NOT EXISTS header_routes (
+    service TEXT NOT NULL, header TEXT NOT NULL, value TEXT NOT NULL, version TEXT NOT NULL,
+    PRIMARY KEY (service, header, value));
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, service TEXT, kind TEXT NOT NULL,
+    message TEXT NOT NULL, evidence TEXT);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, candidate TEXT NOT NULL,
+    baseline TEXT NOT NULL, state TEXT NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL,
+    started_at REAL NOT NULL, updated_at REAL NOT NULL, outcome_reason TEXT);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class DeploymentRow:
+    service: str
+    version: str
+    track: str
+    weight: int
+    replicas: int
+    spec: dict[str, Any]
+    state: str
+    created_at: float
+
+
+@dataclass
+class ReplicaRow:
+    service: str
+    version: str
+    idx: int
+    port: int
+    pid: int | None
+    start_time: int | None
+    restarts: int
+    log_path: str
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def transaction(self) -> sqlite3.Connection:
+        """`with store.transaction():` makes several writes one atomic change."""
+        return self.db
+
+    # -- key/value -------------------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (key, value))
+
+    def delete(self, key: str) -> None:
+        self.db.execute("DELETE FROM kv WHERE key=?", (key,))
+
+    # -- versions --------------------------------------------------------------
+
+    def add_version(self, service: str, vid: str, path: Path) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO versions(service, id, path, created_at) VALUES (?, ?, ?, ?)",
+            (service, vid, str(path), time.time()),
+        )
+
+    def versions(self, service: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT id, path, created_at FROM versions WHERE service=? ORDER BY created_at", (service,)
+        )
+        return [dict(r) for r in rows]
+
+    # -- deployments -------------------------------------------------------------
+
+    def upsert_deployment(self, d: DeploymentRow) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (d.service, d.version, d.track, d.weight, d.replicas, json.dumps(d.spec), d.state, d.created_at),
+        )
+
+    def deployments(self, service: str | None = None) -> list[DeploymentRow]:
+        sql = "SELECT * FROM deployments"
+        args: tuple[Any, ...] = ()
+        if service is not None:
+            sql += " WHERE service=?"
+            args = (service,)
+        rows = self.db.execute(sql + " ORDER BY service, created_at", args)
+        return [
+            DeploymentRow(r["service"], r["version"], r["track"], r["weight"], r["replicas"], json.loads(r["spec"]),
+                          r["state"], r["created_at"])
+            for r in rows
+        ]
+
+    def set_weights(self, service: str, weights: dict[str, int]) -> None:
+        with self.db:
+            for version, weight in weights.items():
+                self.db.execute(
+                    "UPDATE deployments SET weight=? WHERE service=? AND version=?", (weight, service, version)
+                )
+
+    def set_track(self, service: str, version: str, track: str, weight: int, state: str = "running") -> None:
+        self.db.execute(
+            "UPDATE deployments SET track=?, weight=?, state=? WHERE service=? AND version=?",
+            (track, weight, state, service, version),
+        )
+
+    def remove_deployment(self, service: str, version: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM deployments WHERE service=? AND version=?", (service, version))
+            self.db.execute("DELETE FROM replicas WHERE service=? AND version=?", (service, version))
+            self.db.execute("DELETE FROM header_routes WHERE service=? AND version=?", (service, version))
+
+    # -- replicas ----------------------------------------------------------------
+
+    def save_replica(self, r: ReplicaRow) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO replicas VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.service, r.version, r.idx, r.port, r.pid, r.start_time, r.restarts, r.log_path),
+        )
+
+    def replicas(self) -> list[ReplicaRow]:
+        rows = self.db.execute("SELECT * FROM replicas ORDER BY service, version, idx")
+        return [ReplicaRow(*tuple(r)) for r in rows]
+
+    # -- header routes -------------------------------------------------------------
+
+    def set_header_route(self, service: str, header: str, value: str, version: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO header_routes VALUES (?, ?, ?, ?)", (service, header.lower(), value, version)
+        )
+
+    def remove_header_route(self, service: str, header: str, value: str | None) -> int:
+        if value is None:
+            cur = self.db.execute("DELETE FROM header_routes WHERE service=? AND header=?", (service, header.lower()))
+        else:
+            cur = self.db.execute(
+                "DELETE FROM header_routes WHERE service=? AND header=? AND value=?", (service, header.lower(), value)
+            )
+        return cur.rowcount
+
+    def header_routes(self, service: str) -> list[tuple[str, str, str]]:
+        rows = self.db.execute(
+            "SELECT header, value, version FROM header_routes WHERE service=? ORDER BY header, value", (service,)
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- events ------------------------------------------------------------------
+
+    def event(self, service: str | None, kind: str, message: str, evidence: dict[str, Any] | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO events(ts, service, kind, message, evidence) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), service, kind, message, json.dumps(evidence) if evidence is not None else None),
+        )
+
+    def events(self, service: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM events"
+        args: tuple[Any, ...] = ()
+        if service is not None:
+            sql += " WHERE service=?"
+            args = (service,)
+        rows = self.db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["evidence"] = json.loads(d["evidence"]) if d["evidence"] else None
+            out.append(d)
+        return list(reversed(out))
