@@ -79,8 +79,10 @@ class _MetricModel(SpecModel):
 class Guardrail(_MetricModel):
     """The candidate may be worse than the baseline by at most `tolerance`.
 
-    For error_rate and app ratios the tolerance is an absolute difference of
-    rates; for latency it is relative (0.05 = 5% slower).
+    The tolerance is always an absolute difference of rates. For latency the
+    rate is the share of requests slower than the baseline's `quantile`, so
+    `{quantile: 0.95, tolerance: 0.02}` allows 7% slow requests where the
+    baseline has 5%.
     """
 
     tolerance: Annotated[float, Field(ge=0)]
