@@ -52,7 +52,10 @@ def spawn_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
         env = dict(os.environ, PORT=str(port), SHIPLOOP_SERVICE=service, SHIPLOOP_VERSION=version, **knobs)
         log = open(tmp_path / f"{service}-{version}-{port}.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, str(APPS / "echo_app.py")], env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, str(APPS / "echo_app.py")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         app = App(proc, port, version)

@@ -96,7 +96,9 @@ def test_weight_change_is_served_within_100ms_of_publish(gateway, loop, spawn_ap
     with httpx.Client() as client:
         assert versions_of(client, url, 20) == Counter({"echo@a": 20})
         started = time.monotonic()
-        loop.run_until_complete(gateway.publish(state(port, [a, b], [Route("echo", Match(prefix="/"), (target(b, 100),))])))
+        loop.run_until_complete(
+            gateway.publish(state(port, [a, b], [Route("echo", Match(prefix="/"), (target(b, 100),))]))
+        )
         # The very first request after publish returns must already follow the new weights.
         first = client.get(url).headers["x-shiploop-version"]
         elapsed = time.monotonic() - started

@@ -7,6 +7,7 @@ its pid and start time and re-adopts it instead of starting a second one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from shiploop.errors import ShiploopError
 from shiploop.gateway import render
-from shiploop.runtime.procs import process_start_time, reap_later, terminate_group
+from shiploop.runtime.procs import process_start_time, terminate_group
 
 
 def envoy_binary() -> str:
@@ -47,8 +48,12 @@ class EnvoyProcess:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"pid": self.pid, "start_time": self.start_time, "admin_port": self.admin_port,
-             "log_path": str(self.log_path)}
+            {
+                "pid": self.pid,
+                "start_time": self.start_time,
+                "admin_port": self.admin_port,
+                "log_path": str(self.log_path),
+            }
         )
 
     @classmethod
@@ -62,16 +67,34 @@ def start_envoy(xds_dir: Path, admin_port: int, log_path: Path, node_id: str) ->
     boot = xds_dir / "bootstrap.json"
     boot.write_text(json.dumps(render.bootstrap(xds_dir, admin_port, node_id), indent=1))
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [envoy_binary(), "-c", str(boot), "--log-level", "warn", "--base-id-path", str(xds_dir / "base-id"),
-             "--use-dynamic-base-id", "--drain-time-s", "2", "--parent-shutdown-time-s", "3"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    start = process_start_time(proc.pid)
+    args = [
+        envoy_binary(),
+        "-c",
+        str(boot),
+        "--log-level",
+        "warn",
+        "--base-id-path",
+        str(xds_dir / "base-id"),
+        "--use-dynamic-base-id",
+        "--drain-time-s",
+        "2",
+        "--parent-shutdown-time-s",
+        "3",
+    ]
+    # Envoy asks the kernel to SIGTERM it when its parent dies (measured: a
+    # direct child of a daemon killed with -9 dies with it). Started through a
+    # shell that exits at once, Envoy's parent is init and it outlives the daemon.
+    launcher = 'exec 0</dev/null; "$@" >>"$LOG" 2>&1 & echo $!'
+    out = subprocess.run(
+        ["sh", "-c", launcher, "sh", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOG": str(log_path)},
+        start_new_session=True,
+        check=True,
+    )
+    pid = int(out.stdout.strip())
+    start = process_start_time(pid)
     if start is None:
         raise ShiploopError(f"envoy exited at once; see {log_path}")
-    # Tracked by pid and start time from here on, like an adopted Envoy; a
-    # thread reaps it when it exits so it never lingers as a zombie.
-    reap_later(proc)
-    return EnvoyProcess(proc.pid, start, admin_port, log_path)
+    return EnvoyProcess(pid, start, admin_port, log_path)

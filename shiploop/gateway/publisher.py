@@ -25,7 +25,10 @@ from shiploop.gateway.model import PublishResult, RoutingState
 
 _ACCEPT_TIMEOUT_S = 10.0
 _KEEP_GENERATIONS = 4
-_STAT_PATTERN = r"^(cluster_manager\.cds|listener_manager\.lds|http\.gateway\.rds\.gateway)\.(version_text|update_rejected)$|^cluster_manager\.warming_clusters$"
+_STAT_PATTERN = (
+    r"^(cluster_manager\.cds|listener_manager\.lds|http\.gateway\.rds\.gateway)\.(version_text|update_rejected)$"
+    r"|^cluster_manager\.warming_clusters$"
+)
 
 
 class Publisher:

@@ -24,8 +24,34 @@ _T_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 # Latency buckets (ms) for per-cluster histograms. Envoy's defaults jump from 5
 # to 10 to 25 ms; canary latency analysis needs finer steps at the low end.
 HISTOGRAM_BUCKETS_MS = [
-    0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 400, 500,
-    750, 1000, 1500, 2000, 3000, 5000, 10000, 30000, 60000,
+    0.5,
+    1,
+    2,
+    3,
+    5,
+    7.5,
+    10,
+    15,
+    20,
+    30,
+    40,
+    50,
+    75,
+    100,
+    150,
+    200,
+    300,
+    400,
+    500,
+    750,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+    10000,
+    30000,
+    60000,
 ]
 
 

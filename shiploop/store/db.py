@@ -122,8 +122,16 @@ class Store:
             args = (service,)
         rows = self.db.execute(sql + " ORDER BY service, created_at", args)
         return [
-            DeploymentRow(r["service"], r["version"], r["track"], r["weight"], r["replicas"], json.loads(r["spec"]),
-                          r["state"], r["created_at"])
+            DeploymentRow(
+                r["service"],
+                r["version"],
+                r["track"],
+                r["weight"],
+                r["replicas"],
+                json.loads(r["spec"]),
+                r["state"],
+                r["created_at"],
+            )
             for r in rows
         ]
 

@@ -1,0 +1,270 @@
+"""The shiploop command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shiploop.cli.client import DaemonClient, find_root
+from shiploop.cli.starter import write_starter
+from shiploop.errors import ShiploopError
+from shiploop.runtime.procs import is_running
+from shiploop.server.controlplane import state_dir_of, teardown_without_daemon
+from shiploop.server.daemon import running_daemon
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ship a service version, prove it on real traffic.")
+console = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def client() -> DaemonClient:
+    return DaemonClient(find_root(Path.cwd()))
+
+
+def emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument()] = Path(".")) -> None:
+    """Create a runnable starter project with one service."""
+    written = write_starter(directory)
+    console.print(
+        f"created {directory / 'shiploop.yaml'} and service [bold]{written}[/]; next: cd {directory} && shiploop up"
+    )
+
+
+@app.command()
+def up(
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="return once everything is ready")] = False,
+    port: Annotated[int | None, typer.Option("--port", help="gateway port (overrides shiploop.yaml)")] = None,
+) -> None:
+    """Start the control plane, every service's current code as stable, and Envoy."""
+    root = find_root(Path.cwd())
+    if running_daemon(root):
+        raise ShiploopError("shiploop is already running for this project", hint="see: shiploop status")
+    args = [sys.executable, "-m", "shiploop.server.daemon", str(root)] + (["--port", str(port)] if port else [])
+    if not detach:
+        os.execv(sys.executable, args)  # the daemon in the foreground; Ctrl-C stops everything
+    log = state_dir_of(root) / "logs" / "daemon.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    offset = log.stat().st_size
+    with console.status("starting shiploop...") as spinner:
+        while running_daemon(root) is None:
+            if proc.poll() is not None:
+                raise ShiploopError(_last_error(log) or f"the daemon exited with code {proc.returncode}")
+            spinner.update(f"starting shiploop: {_last_progress(log, offset)}")
+            time.sleep(0.1)
+    status = client().get("/v1/status")
+    console.print(f"shiploop is up: gateway [bold]{status['gateway']}[/]")
+    _render_status(status)
+
+
+def _last_progress(log: Path, offset: int) -> str:
+    lines = [ln for ln in log.read_bytes()[offset:].decode(errors="replace").splitlines() if ln.startswith("... ")]
+    return lines[-1][4:] if lines else "..."
+
+
+def _last_error(log: Path) -> str | None:
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("error: ")]
+    return lines[-1][7:] if lines else None
+
+
+@app.command()
+def down() -> None:
+    """Stop every service, Envoy and the control plane."""
+    root = find_root(Path.cwd())
+    info = running_daemon(root)
+    if info is None:
+        n = teardown_without_daemon(root)
+        console.print(f"shiploop was not running; stopped {n} leftover processes" if n else "shiploop was not running")
+        return
+    DaemonClient(root).post("/v1/down")
+    deadline = time.monotonic() + 30
+    while is_running(info["pid"], info["start_time"]):
+        if time.monotonic() > deadline:
+            raise ShiploopError(f"the daemon (pid {info['pid']}) did not exit within 30s")
+        time.sleep(0.05)
+    console.print("shiploop is down")
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """The gateway and, per service, its versions with track, weight and readiness."""
+    data = client().get("/v1/status")
+    if as_json:
+        emit_json(data)
+        return
+    console.print(f"gateway [bold]{data['gateway']}[/]  (routing generation {data['generation']})")
+    _render_status(data)
+
+
+def _render_status(data: dict[str, Any]) -> None:
+    table = Table("service", "version", "track", "weight", "ready", "routes")
+    for svc in data["services"]:
+        for i, v in enumerate(svc["versions"]):
+            ready = f"{v['ready']}/{v['replicas']}"
+            style = "green" if v["ready"] == v["replicas"] else "yellow"
+            table.add_row(
+                svc["name"] if i == 0 else "",
+                v["id"],
+                v["track"],
+                f"{v['weight']}%",
+                f"[{style}]{ready}[/]",
+                ", ".join(svc["routes"]) if i == 0 else "",
+            )
+        for hr in svc.get("header_routes", []):
+            table.add_row("", hr["version"], f"header {hr['header']}={hr['value']}", "-", "", "")
+    console.print(table)
+
+
+@app.command()
+def deploy(
+    service: str,
+    weight: Annotated[int, typer.Option("--weight", "-w", min=0, max=100, help="percent of traffic")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Snapshot SERVICE's current code and start it beside stable as canary."""
+    with console.status(f"deploying {service}..."):
+        result = client().post(f"/v1/services/{service}/deploy", {"weight": weight})
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"{service}@[bold]{result['version']}[/] is canary at {result['weight']}%")
+
+
+@app.command()
+def route(
+    service: str,
+    weight: Annotated[list[str] | None, typer.Option("--weight", "-w", help="VERSION=PERCENT, repeatable")] = None,
+    header: Annotated[str | None, typer.Option("--header", help="NAME=VALUE: requests with it go to --to")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="VERSION for --header")] = None,
+    remove_header: Annotated[str | None, typer.Option("--remove-header", help="NAME or NAME=VALUE to remove")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set traffic weights between versions, or route requests by header to one version."""
+    c = client()
+    if weight:
+        weights = dict(_key_value(w, "--weight", "VERSION=PERCENT") for w in weight)
+        try:
+            parsed = {k: int(v) for k, v in weights.items()}
+        except ValueError:
+            raise ShiploopError("--weight takes VERSION=PERCENT with a whole number, e.g. --weight 3f9c=20") from None
+        result: Any = c.post(f"/v1/services/{service}/weights", {"weights": parsed})
+        text = ", ".join(f"{v}={w}%" for v, w in result.items())
+    elif header:
+        if not to:
+            raise ShiploopError(
+                "--header needs --to VERSION", hint="e.g. shiploop route web --header x-user=ana --to canary"
+            )
+        name, value = _key_value(header, "--header", "NAME=VALUE")
+        result = c.post(f"/v1/services/{service}/header-routes", {"header": name, "value": value, "version": to})
+        text = f"{result['header']}: {result['value']} -> {service}@{result['version']}"
+    elif remove_header:
+        name, _, value = remove_header.partition("=")
+        result = c.call(
+            "DELETE", f"/v1/services/{service}/header-routes/{name}", params={"value": value} if value else {}
+        )
+        text = f"removed {result['removed']} header route(s)"
+    else:
+        raise ShiploopError(
+            "route needs --weight, --header with --to, or --remove-header",
+            hint="e.g. shiploop route web --weight canary=20",
+        )
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(text)
+
+
+def _key_value(text: str, option: str, form: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise ShiploopError(f"{option} '{text}' is not {form}")
+    return key, value
+
+
+@app.command()
+def promote(service: str, as_json: JsonOpt = False) -> None:
+    """Make the canary stable; the old stable stops once it drains."""
+    result = client().post(f"/v1/services/{service}/promote")
+    emit_json(result) if as_json else console.print(f"{service}@[bold]{result['stable']}[/] is stable")
+
+
+@app.command()
+def rollback(service: str, as_json: JsonOpt = False) -> None:
+    """Send all traffic to stable and stop the canary."""
+    result = client().post(f"/v1/services/{service}/rollback")
+    emit_json(result) if as_json else console.print(f"all traffic to {service}@[bold]{result['stable']}[/]")
+
+
+@app.command()
+def versions(service: str, as_json: JsonOpt = False) -> None:
+    """Every version of SERVICE ever built, newest last."""
+    rows = client().get(f"/v1/services/{service}/versions")
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("version", "built", "track", "weight")
+    for v in rows:
+        built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created_at"]))
+        table.add_row(v["id"], built, v["track"] or "-", f"{v['weight']}%" if v["weight"] is not None else "-")
+    console.print(table)
+
+
+@app.command()
+def logs(
+    service: str,
+    version: Annotated[str | None, typer.Option("--version", "-v", help="one version (id, prefix or track)")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n")] = 50,
+) -> None:
+    """Print the replicas' logs of SERVICE."""
+    files = [Path(f) for f in client().get(f"/v1/services/{service}/logs", version=version)["files"]]
+    offsets = {}
+    for f in files:
+        text = f.read_text(errors="replace") if f.exists() else ""
+        for line in text.splitlines()[-lines:]:
+            print(f"{f.stem} | {line}")
+        offsets[f] = len(text.encode())
+    while follow:
+        for f in files:
+            data = f.read_bytes()[offsets[f] :] if f.exists() else b""
+            offsets[f] += len(data)
+            for line in data.decode(errors="replace").splitlines():
+                print(f"{f.stem} | {line}", flush=True)
+        time.sleep(0.2)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except ShiploopError as e:
+        err.print(f"[red]error:[/] {e.line()}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            err.print(f"[red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        raise

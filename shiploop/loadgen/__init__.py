@@ -1,0 +1,36 @@
+"""Open-loop HTTP load generation: constant arrival rate, honest latency.
+
+    report = run_load_sync("http://127.0.0.1:8080/", rps=200, duration_s=10)
+    print(report.render())
+
+    with background_load(url, rps=100, capture_headers=["x-shiploop-version"]) as load:
+        load.wait_until(lambda r: r.total >= 100, timeout_s=10)
+    assert load.report().failed == 0
+"""
+
+from shiploop.loadgen.client import HttpClient, Request, RequestError, Response
+from shiploop.loadgen.report import Latency, LoadReport, Result
+from shiploop.loadgen.runner import (
+    LoadGenerator,
+    LoadOptions,
+    LoadSpec,
+    background_load,
+    run_load,
+    run_load_sync,
+)
+
+__all__ = [
+    "HttpClient",
+    "Latency",
+    "LoadGenerator",
+    "LoadOptions",
+    "LoadReport",
+    "LoadSpec",
+    "Request",
+    "RequestError",
+    "Response",
+    "Result",
+    "background_load",
+    "run_load",
+    "run_load_sync",
+]

@@ -1,0 +1,94 @@
+"""The daemon's HTTP API (FastAPI). Reads are open on 127.0.0.1; changes need the token."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from shiploop.errors import ShiploopError
+from shiploop.server.controlplane import ControlPlane
+
+
+class DeployRequest(BaseModel):
+    weight: int = Field(0, ge=0, le=100)
+    track: str = "canary"
+
+
+class WeightsRequest(BaseModel):
+    weights: dict[str, int]
+
+
+class HeaderRouteRequest(BaseModel):
+    header: str
+    value: str
+    version: str
+
+
+def create_app(cp: ControlPlane, token: str, on_shutdown: Callable[[], Awaitable[None]]) -> FastAPI:
+    app = FastAPI(title="shiploop", version="0.1.0")
+
+    @app.exception_handler(ShiploopError)
+    async def user_error(_: Request, exc: ShiploopError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"error": exc.line()})
+
+    def authorized(authorization: str = Header("")) -> None:
+        if not hmac.compare_digest(authorization, f"Bearer {token}"):
+            raise HTTPException(401, "missing or wrong token: the CLI reads it from .shiploop/token")
+
+    write = [Depends(authorized)]
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        return {"ok": True, "project": cp.project.name, "gateway": cp.gateway_url}
+
+    @app.get("/v1/status")
+    async def status() -> dict[str, Any]:
+        return cp.status()
+
+    @app.get("/v1/services/{service}/versions")
+    async def versions(service: str) -> list[dict[str, Any]]:
+        return cp.versions(service)
+
+    @app.get("/v1/services/{service}/logs")
+    async def logs(service: str, version: str | None = None) -> dict[str, Any]:
+        return {"files": cp.log_files(service, version)}
+
+    @app.get("/v1/events")
+    async def events(service: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return cp.store.events(service, limit)
+
+    @app.post("/v1/services/{service}/deploy", dependencies=write)
+    async def deploy(service: str, body: DeployRequest) -> dict[str, Any]:
+        return await cp.deploy(service, body.weight, body.track)
+
+    @app.post("/v1/services/{service}/weights", dependencies=write)
+    async def weights(service: str, body: WeightsRequest) -> dict[str, int]:
+        return await cp.set_weights(service, body.weights)
+
+    @app.post("/v1/services/{service}/header-routes", dependencies=write)
+    async def add_header_route(service: str, body: HeaderRouteRequest) -> dict[str, str]:
+        return await cp.set_header_route(service, body.header, body.value, body.version)
+
+    @app.delete("/v1/services/{service}/header-routes/{header}", dependencies=write)
+    async def remove_header_route(service: str, header: str, value: str | None = None) -> dict[str, int]:
+        return {"removed": await cp.remove_header_route(service, header, value)}
+
+    @app.post("/v1/services/{service}/promote", dependencies=write)
+    async def promote(service: str) -> dict[str, Any]:
+        return await cp.promote(service)
+
+    @app.post("/v1/services/{service}/rollback", dependencies=write)
+    async def rollback(service: str) -> dict[str, Any]:
+        return await cp.rollback(service)
+
+    @app.post("/v1/down", dependencies=write)
+    async def down() -> dict[str, Any]:
+        await on_shutdown()
+        return {"ok": True}
+
+    return app

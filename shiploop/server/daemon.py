@@ -1,0 +1,109 @@
+"""The control-plane daemon process: `python -m shiploop.server.daemon ROOT [--port N]`.
+
+It writes .shiploop/daemon.json once it serves, so the CLI can find it, and
+removes it when it exits. Stopping the daemon (down) stops everything; a crash
+of the daemon stops nothing, and the next daemon adopts what runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from shiploop.errors import ShiploopError
+from shiploop.runtime.procs import free_port, is_running, process_start_time
+from shiploop.server.api import create_app
+from shiploop.server.controlplane import ControlPlane, state_dir_of
+
+
+def read_token(state_dir: Path) -> str:
+    path = state_dir / "token"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def running_daemon(root: Path) -> dict[str, int] | None:
+    """The live daemon's {pid, start_time, api_port}, or None."""
+    path = state_dir_of(root) / "daemon.json"
+    try:
+        info = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return info if is_running(info["pid"], info["start_time"]) else None
+
+
+async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
+    if running_daemon(root):
+        raise ShiploopError("a shiploop daemon already runs for this project", hint="see: shiploop status")
+    cp = ControlPlane(root, gateway_port)
+    token = read_token(cp.state_dir)
+    stop = asyncio.Event()
+
+    async def shutdown() -> None:
+        stop.set()
+
+    def progress(msg: str) -> None:
+        if announce:
+            print(f"... {msg}", flush=True)
+
+    try:
+        await cp.start(progress)
+    except BaseException:
+        await cp.shutdown()
+        raise
+    api_port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(cp, token, shutdown), host="127.0.0.1", port=api_port, log_level="warning", lifespan="off"
+        )
+    )
+    server_task = asyncio.create_task(server.serve())
+    supervisor = asyncio.create_task(cp.supervise())
+    while not server.started:
+        if server_task.done():
+            raise ShiploopError(f"the API could not listen on 127.0.0.1:{api_port}")
+        await asyncio.sleep(0.02)
+    info_path = cp.state_dir / "daemon.json"
+    start_time = process_start_time(os.getpid())
+    info_path.write_text(json.dumps({"pid": os.getpid(), "start_time": start_time, "api_port": api_port}))
+    if announce:
+        print(f"shiploop is up: gateway {cp.gateway_url}, API http://127.0.0.1:{api_port}", flush=True)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    supervisor.cancel()
+    await cp.shutdown()
+    server.should_exit = True
+    await server_task
+    info_path.unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shiploop-daemon")
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(serve(args.root.resolve(), args.port, announce=True))
+    except ShiploopError as e:
+        print(f"error: {e.line()}", file=sys.stderr, flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
