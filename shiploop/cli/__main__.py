@@ -1,0 +1,3 @@
+from shiploop.cli.main import main
+
+main()
