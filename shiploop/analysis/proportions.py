@@ -156,8 +156,19 @@ def harm_test(
     enough = candidate.trials >= MIN_TRIALS and baseline.trials >= MIN_TRIALS
     if candidate.trials == 0 or baseline.trials == 0:
         return HarmResult(
-            candidate, baseline, tolerance, alpha, t2, estimate, 1.0, -1.0, 0.0, threshold,
-            harmful=False, noninferior=False, enough_data=False,
+            candidate,
+            baseline,
+            tolerance,
+            alpha,
+            t2,
+            estimate,
+            1.0,
+            -1.0,
+            0.0,
+            threshold,
+            harmful=False,
+            noninferior=False,
+            enough_data=False,
         )
     v = conservative_variance(candidate) + conservative_variance(baseline)
     d = estimate - tolerance
@@ -166,7 +177,16 @@ def harm_test(
     upper = min(1.0, estimate + h)
     lower = max(-1.0, estimate - h)
     return HarmResult(
-        candidate, baseline, tolerance, alpha, t2, estimate, upper, lower, log_lam, threshold,
+        candidate,
+        baseline,
+        tolerance,
+        alpha,
+        t2,
+        estimate,
+        upper,
+        lower,
+        log_lam,
+        threshold,
         harmful=d > 0.0 and log_lam >= threshold,
         noninferior=upper < tolerance,
         enough_data=enough,

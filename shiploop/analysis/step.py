@@ -151,9 +151,7 @@ def evaluate_step(inputs: StepInputs) -> StepDecision:
     if not inputs.data_ok:
         return decide("wait", "data_error", "metric source errors; waiting for good data")
     if inputs.elapsed_s < inputs.min_step_s:
-        return decide(
-            "wait", "min_step", f"no harm so far; {inputs.elapsed_s:.0f} of {inputs.min_step_s:.0f} s"
-        )
+        return decide("wait", "min_step", f"no harm so far; {inputs.elapsed_s:.0f} of {inputs.min_step_s:.0f} s")
     if short:
         return decide(
             "wait",
@@ -169,16 +167,14 @@ def evaluate_step(inputs: StepInputs) -> StepDecision:
                 return decide(
                     "advance" if inputs.on_inconclusive == "advance" else "hold",
                     "inconclusive",
-                    f"inconclusive after {inputs.elapsed_s:.0f} s: {bounds}; "
-                    f"on_inconclusive={inputs.on_inconclusive}",
+                    f"inconclusive after {inputs.elapsed_s:.0f} s: {bounds}; on_inconclusive={inputs.on_inconclusive}",
                 )
             return decide("wait", "noninferiority", f"not yet shown noninferior: {bounds}")
 
     n = len(inputs.guardrails)
-    shown = "shown below tolerance" if inputs.require_noninferiority else "within tolerance"
+    shown = "shown below tolerance" if inputs.require_noninferiority else "showing no harm"
     return decide(
         "advance",
         "pass",
-        f"{n} guardrail(s) {shown} after {inputs.elapsed_s:.0f} s and "
-        f"{inputs.candidate_trials} candidate requests",
+        f"{n} guardrail(s) {shown} after {inputs.elapsed_s:.0f} s and {inputs.candidate_trials} candidate requests",
     )

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shiploop.cli import rollout_view
 from shiploop.cli.client import DaemonClient, find_root
 from shiploop.cli.starter import write_starter
 from shiploop.errors import ShiploopError
@@ -251,9 +252,110 @@ def logs(
         time.sleep(0.2)
 
 
+ROLLOUT_ACTIONS = ("status", "pause", "resume", "abort", "promote")
+
+
+@app.command(name="rollout")
+def rollout_cmd(
+    first: Annotated[
+        str,
+        typer.Argument(
+            metavar="[ACTION] SERVICE", help="SERVICE, or one of status|pause|resume|abort|promote followed by SERVICE"
+        ),
+    ],
+    second: Annotated[str | None, typer.Argument(metavar="", show_default=False)] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="watch until it ends: exit 0 promoted, 3 rolled back, 4 held")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Roll the current code of SERVICE out step by step, judged against stable; or act on a rollout."""
+    c = client()
+    if second is None:
+        service = first
+        with console.status(f"starting the candidate of {service}..."):
+            r = c.post(f"/v1/services/{service}/rollout")
+        if not wait:
+            emit_json(r) if as_json else console.print(
+                f"rollout #{r['id']}: {service}@{r['candidate']} against {r['baseline']}, {r['state']}; "
+                f"follow it with: shiploop rollout status {service}"
+            )
+            return
+        _watch(c, service, as_json)
+        return
+    action, service = first, second
+    if action not in ROLLOUT_ACTIONS:
+        raise ShiploopError(f"unknown rollout action '{action}'", hint=f"one of: {', '.join(ROLLOUT_ACTIONS)}")
+    if action == "status":
+        if wait:
+            _watch(c, service, as_json)
+            return
+        r = c.get(f"/v1/services/{service}/rollout")
+    else:
+        r = c.post(f"/v1/services/{service}/rollout/{action}")
+    emit_json(r) if as_json else console.print(rollout_view.render(r))
+
+
+def _watch(c: DaemonClient, service: str, as_json: bool) -> None:
+    """Follow a rollout live until it ends, then exit with its outcome's code."""
+    from rich.live import Live
+
+    r = c.get(f"/v1/services/{service}/rollout")
+    if as_json:
+        while r["state"] not in rollout_view.EXIT_CODES:
+            time.sleep(1)
+            r = c.get(f"/v1/services/{service}/rollout")
+        emit_json(r)
+    else:
+        seen_events: set[int] = set()
+        with Live(rollout_view.render(r), console=console, refresh_per_second=2) as live:
+            while r["state"] not in rollout_view.EXIT_CODES:
+                time.sleep(1)
+                r = c.get(f"/v1/services/{service}/rollout")
+                for e in c.get("/v1/events", service=service, limit=20):
+                    if e["kind"].startswith("rollout-") and e["id"] not in seen_events and e["ts"] >= r["started_at"]:
+                        seen_events.add(e["id"])
+                        live.console.print(
+                            f"[dim]{time.strftime('%H:%M:%S', time.localtime(e['ts']))}[/] "
+                            f"{e['kind'][8:]}: {e['message']}"
+                        )
+                live.update(rollout_view.render(r))
+    raise typer.Exit(rollout_view.EXIT_CODES[r["state"]])
+
+
+@app.command()
+def history(service: str, as_json: JsonOpt = False) -> None:
+    """Past rollouts of SERVICE with their outcome and the decisive evidence."""
+    rows = client().get(f"/v1/services/{service}/rollouts")
+    emit_json(rows) if as_json else console.print(rollout_view.history_table(rows))
+
+
+@app.command()
+def load(
+    url: str,
+    rps: Annotated[float, typer.Option("--rps", help="requests per second, constant arrival rate")] = 50.0,
+    duration: Annotated[str, typer.Option("--duration", "-d", help="e.g. 30s, 2m")] = "10s",
+    header: Annotated[list[str] | None, typer.Option("--header", "-H", help="K=V, repeatable")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open-loop load: send requests at a constant rate whatever the answers, report statuses and latency."""
+    from shiploop.loadgen import run_load_sync
+    from shiploop.spec import parse_duration
+
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as e:
+        raise ShiploopError(f"--duration '{duration}': {e}", hint="e.g. 30s, 2m, 500ms") from None
+    headers = dict(_key_value(h, "--header", "K=V") for h in header or [])
+    report = run_load_sync(url, rps, seconds, headers=headers, capture_headers=("x-shiploop-version",))
+    print(json.dumps(report.as_dict(), indent=2)) if as_json else print(report.render())
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # Without standalone mode click returns typer.Exit codes instead of exiting.
+        sys.exit(code if isinstance(code, int) else 0)
     except ShiploopError as e:
         err.print(f"[red]error:[/] {e.line()}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -1,11 +1,11 @@
 """Open-loop HTTP load generation: constant arrival rate, honest latency.
 
-    report = run_load_sync("http://127.0.0.1:8080/", rps=200, duration_s=10)
-    print(report.render())
+report = run_load_sync("http://127.0.0.1:8080/", rps=200, duration_s=10)
+print(report.render())
 
-    with background_load(url, rps=100, capture_headers=["x-shiploop-version"]) as load:
-        load.wait_until(lambda r: r.total >= 100, timeout_s=10)
-    assert load.report().failed == 0
+with background_load(url, rps=100, capture_headers=["x-shiploop-version"]) as load:
+    load.wait_until(lambda r: r.total >= 100, timeout_s=10)
+assert load.report().failed == 0
 """
 
 from shiploop.loadgen.client import HttpClient, Request, RequestError, Response

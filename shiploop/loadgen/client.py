@@ -29,9 +29,7 @@ class RequestError(Exception):
     single byte, the signature of a keep-alive connection that went stale.
     """
 
-    def __init__(
-        self, kind: str, detail: str, *, sent_at: float | None = None, retryable: bool = False
-    ) -> None:
+    def __init__(self, kind: str, detail: str, *, sent_at: float | None = None, retryable: bool = False) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
@@ -421,9 +419,7 @@ class HttpClient:
             conn.abort()
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(
-                _Connection, self.origin.host, self.origin.port, ssl=self._ssl
-            )
+            _, conn = await loop.create_connection(_Connection, self.origin.host, self.origin.port, ssl=self._ssl)
         except OSError as exc:
             raise RequestError("connect", f"{type(exc).__name__}: {exc}") from None
         self.connections_opened += 1

@@ -271,10 +271,10 @@ def run_load_sync(
 class LoadGenerator:
     """A load run on its own thread and event loop, for tests that work while it runs.
 
-        with background_load(url, rps=100, capture_headers=["x-shiploop-version"]) as load:
-            load.wait_until(lambda r: r.total >= 50, timeout_s=10)
-            ...
-        report = load.report()
+    with background_load(url, rps=100, capture_headers=["x-shiploop-version"]) as load:
+        load.wait_until(lambda r: r.total >= 50, timeout_s=10)
+        ...
+    report = load.report()
     """
 
     def __init__(self, url: str, rps: float, duration_s: float = math.inf, **options: Unpack[LoadOptions]):
@@ -345,9 +345,7 @@ class LoadGenerator:
             raise RuntimeError("this LoadGenerator was not started")
         return self._run.snapshot()
 
-    def wait_until(
-        self, predicate: Callable[[LoadReport], bool], timeout_s: float, poll_s: float = 0.02
-    ) -> LoadReport:
+    def wait_until(self, predicate: Callable[[LoadReport], bool], timeout_s: float, poll_s: float = 0.02) -> LoadReport:
         """Poll the live report until predicate holds; TimeoutError after timeout_s."""
         deadline = time.monotonic() + timeout_s
         while True:

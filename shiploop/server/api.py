@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from shiploop.errors import ShiploopError
+from shiploop.rollout.controller import RolloutController
 from shiploop.server.controlplane import ControlPlane
 
 
@@ -29,7 +30,9 @@ class HeaderRouteRequest(BaseModel):
     version: str
 
 
-def create_app(cp: ControlPlane, token: str, on_shutdown: Callable[[], Awaitable[None]]) -> FastAPI:
+def create_app(
+    cp: ControlPlane, rollouts: RolloutController, token: str, on_shutdown: Callable[[], Awaitable[None]]
+) -> FastAPI:
     app = FastAPI(title="shiploop", version="0.1.0")
 
     @app.exception_handler(ShiploopError)
@@ -85,6 +88,35 @@ def create_app(cp: ControlPlane, token: str, on_shutdown: Callable[[], Awaitable
     @app.post("/v1/services/{service}/rollback", dependencies=write)
     async def rollback(service: str) -> dict[str, Any]:
         return await cp.rollback(service)
+
+    @app.post("/v1/services/{service}/rollout", dependencies=write)
+    async def start_rollout(service: str) -> dict[str, Any]:
+        return await rollouts.start(service)
+
+    @app.get("/v1/services/{service}/rollout")
+    async def rollout_status(service: str) -> dict[str, Any]:
+        cp.service(service)
+        r = rollouts.latest(service)
+        if r is None:
+            raise ShiploopError(f"{service} has had no rollout yet", hint=f"start one: shiploop rollout {service}")
+        return r.as_dict()
+
+    @app.get("/v1/services/{service}/rollouts")
+    async def rollout_history(service: str, limit: int = 20) -> list[dict[str, Any]]:
+        cp.service(service)
+        return rollouts.history(service, limit)
+
+    @app.post("/v1/services/{service}/rollout/{action}", dependencies=write)
+    async def rollout_action(service: str, action: str) -> dict[str, Any]:
+        actions = {
+            "pause": rollouts.pause,
+            "resume": rollouts.resume,
+            "abort": rollouts.abort,
+            "promote": rollouts.promote_now,
+        }
+        if action not in actions:
+            raise ShiploopError(f"unknown rollout action '{action}'", hint=f"one of: {', '.join(actions)}")
+        return await actions[action](service)
 
     @app.post("/v1/down", dependencies=write)
     async def down() -> dict[str, Any]:

@@ -25,7 +25,7 @@ from shiploop.spec import ProjectSpec, ServiceSpec, load_project, load_service
 from shiploop.store import DeploymentRow, Store
 from shiploop.versions import Version, snapshot
 
-STABLE, CANARY = "stable", "canary"
+STABLE, CANARY, SHADOW = "stable", "canary", "shadow"
 READY_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 10.0
 
@@ -213,7 +213,7 @@ class ControlPlane:
                 await self.runtime.stop(service, version.id)
                 self.store.remove_deployment(service, version.id)
                 raise
-            if track != "shadow":
+            if track != SHADOW:
                 self.store.set_weights(service, {stable.version: 100 - weight, version.id: weight})
             gen = await self.publish()
             self.event(
@@ -233,7 +233,7 @@ class ControlPlane:
     async def set_weights(self, service: str, requested: dict[str, int]) -> dict[str, int]:
         self.service(service)
         async with self.lock:
-            deployed = [d for d in self.store.deployments(service) if d.track != "shadow"]
+            deployed = [d for d in self.store.deployments(service) if d.track != SHADOW]
             weights: dict[str, int] = {}
             for ref, w in requested.items():
                 if not 0 <= w <= 100:
@@ -286,27 +286,32 @@ class ControlPlane:
             return removed
 
     async def promote(self, service: str, reason: str = "manual promote") -> dict[str, Any]:
+        """The canary (or the shadow of a dark launch) becomes stable; the old stable drains and stops."""
         self.service(service)
         async with self.lock:
-            canary = self._track(service, CANARY)
+            candidate = self._find_track(service, CANARY) or self._find_track(service, SHADOW)
+            if candidate is None:
+                raise ShiploopError(
+                    f"{service} has no canary to promote", hint=f"deploy one: shiploop deploy {service}"
+                )
             stable = self._track(service, STABLE)
-            self.store.set_track(service, canary.version, STABLE, 100)
+            self.store.set_track(service, candidate.version, STABLE, 100)
             self.store.set_track(service, stable.version, "retiring", 0, state="draining")
             gen = await self.publish()
             self.event(
                 service,
                 "promoted",
-                f"{service}@{canary.version} is stable ({reason})",
-                {"version": canary.version, "previous": stable.version, "generation": gen},
+                f"{service}@{candidate.version} is stable ({reason})",
+                {"version": candidate.version, "previous": stable.version, "generation": gen},
             )
         self._in_background(self._drain_and_stop(service, stable.version))
-        return {"service": service, "stable": canary.version, "retired": stable.version}
+        return {"service": service, "stable": candidate.version, "retired": stable.version}
 
     async def rollback(self, service: str, reason: str = "manual rollback") -> dict[str, Any]:
         self.service(service)
         async with self.lock:
             stable = self._track(service, STABLE)
-            others = [d for d in self.store.deployments(service) if d.track in (CANARY, "shadow")]
+            others = [d for d in self.store.deployments(service) if d.track in (CANARY, SHADOW)]
             if not others:
                 raise ShiploopError(f"{service} has no canary to roll back", hint="see: shiploop status")
             # All traffic to stable at once; stable has stayed fully scaled.

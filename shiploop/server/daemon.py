@@ -19,6 +19,7 @@ from pathlib import Path
 import uvicorn
 
 from shiploop.errors import ShiploopError
+from shiploop.rollout.controller import RolloutController
 from shiploop.runtime.procs import free_port, is_running, process_start_time
 from shiploop.server.api import create_app
 from shiploop.server.controlplane import ControlPlane, state_dir_of
@@ -58,15 +59,22 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
         if announce:
             print(f"... {msg}", flush=True)
 
+    rollouts = RolloutController(cp)
     try:
         await cp.start(progress)
+        await rollouts.resume_after_restart()
     except BaseException:
         await cp.shutdown()
         raise
+    cp.tick_hooks.append(rollouts.tick)
     api_port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(cp, token, shutdown), host="127.0.0.1", port=api_port, log_level="warning", lifespan="off"
+            create_app(cp, rollouts, token, shutdown),
+            host="127.0.0.1",
+            port=api_port,
+            log_level="warning",
+            lifespan="off",
         )
     )
     server_task = asyncio.create_task(server.serve())
@@ -86,6 +94,7 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     supervisor.cancel()
+    await rollouts.close()
     await cp.shutdown()
     server.should_exit = True
     await server_task

@@ -16,9 +16,7 @@ def spec_issue(message: str, *, hint: str | None = None, field: str | None = Non
     try to format braces in it (a regex like `a{2}` would break). `field` names a
     sub-field when a model-level check wants to point at one key.
     """
-    return PydanticCustomError(
-        ISSUE_TYPE, "{message}", {"message": message, "hint": hint or "", "field": field or ""}
-    )
+    return PydanticCustomError(ISSUE_TYPE, "{message}", {"message": message, "hint": hint or "", "field": field or ""})
 
 
 class SpecError(ShiploopError):

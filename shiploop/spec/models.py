@@ -70,9 +70,7 @@ def check_project_name(name: str) -> str:
 
 def _check_url_path(value: str) -> str:
     if not value.startswith("/") or any(c.isspace() for c in value):
-        raise spec_issue(
-            f"{value!r} must start with '/' and contain no spaces", hint=f"try '/{value.strip()}'"
-        )
+        raise spec_issue(f"{value!r} must start with '/' and contain no spaces", hint=f"try '/{value.strip()}'")
     return value
 
 
@@ -226,9 +224,7 @@ def _command_list(value: object) -> object:
             words = shlex.split(value)
         except ValueError:
             words = value.split()
-        raise spec_issue(
-            "command must be a list, not a string", hint=f"write it as command: {json.dumps(words)}"
-        )
+        raise spec_issue("command must be a list, not a string", hint=f"write it as command: {json.dumps(words)}")
     return value
 
 
@@ -239,9 +235,7 @@ def _env_name(name: str) -> str:
 
 
 class RunSpec(SpecModel):
-    command: Annotated[
-        list[Annotated[str, Field(min_length=1)]], BeforeValidator(_command_list), Field(min_length=1)
-    ]
+    command: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_command_list), Field(min_length=1)]
     env: dict[Annotated[str, BeforeValidator(scalar_to_str), AfterValidator(_env_name)], Text] = Field(
         default_factory=dict
     )

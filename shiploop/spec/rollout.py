@@ -15,9 +15,7 @@ from shiploop.spec.issues import spec_issue
 ALERT_EVENTS = ("rollback", "promoted", "held")
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _APP_RATIO = re.compile(rf"app:({_METRIC_NAME.pattern})/({_METRIC_NAME.pattern})")
-_METRIC_HINT = (
-    "use error_rate, latency, or app:NUMERATOR/DENOMINATOR, e.g. app:checkout_errors_total/checkout_total"
-)
+_METRIC_HINT = "use error_rate, latency, or app:NUMERATOR/DENOMINATOR, e.g. app:checkout_errors_total/checkout_total"
 
 
 def metric_kind(metric: str) -> str:
@@ -28,9 +26,7 @@ def metric_kind(metric: str) -> str:
         return "app_ratio"
     if metric.startswith("app:"):
         raise spec_issue(f"invalid app metric {metric!r}", hint=_METRIC_HINT)
-    raise spec_issue(
-        f"unknown metric {metric!r}", hint=did_you_mean(metric, ["error_rate", "latency"]) or _METRIC_HINT
-    )
+    raise spec_issue(f"unknown metric {metric!r}", hint=did_you_mean(metric, ["error_rate", "latency"]) or _METRIC_HINT)
 
 
 def _check_metric(metric: str) -> str:
@@ -49,9 +45,7 @@ def _check_quantile(kind: str, quantile: float | None) -> None:
                 field="quantile",
             )
     elif quantile is not None:
-        raise spec_issue(
-            "quantile only applies to the latency metric", hint="remove quantile", field="quantile"
-        )
+        raise spec_issue("quantile only applies to the latency metric", hint="remove quantile", field="quantile")
 
 
 Metric = Annotated[str, AfterValidator(_check_metric)]
@@ -113,9 +107,7 @@ class Limit(_MetricModel):
     def _check(self) -> Limit:
         _check_quantile(self.kind, self.quantile)
         if self.kind != "latency" and not 0 <= self.max <= 1:
-            raise spec_issue(
-                f"max must be a rate between 0 and 1, got {self.max}", hint="e.g. 0.2", field="max"
-            )
+            raise spec_issue(f"max must be a rate between 0 and 1, got {self.max}", hint="e.g. 0.2", field="max")
         if self.kind == "latency" and self.max <= 0:
             raise spec_issue("max must be more than 0", hint="e.g. max: 2s", field="max")
         return self
@@ -147,9 +139,7 @@ class Alert(SpecModel):
 class AbMatch(SpecModel):
     """Requests carrying header == value go to the variant."""
 
-    header: Annotated[
-        str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v), Field(min_length=1)
-    ]
+    header: Annotated[str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v), Field(min_length=1)]
     value: Annotated[str, BeforeValidator(scalar_to_str)]
 
 

@@ -61,9 +61,7 @@ def parse(text: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise YamlProblem(
-            f"invalid YAML: {problem}", mark.line + 1 if mark else None, _yaml_hint(problem)
-        ) from None
+        raise YamlProblem(f"invalid YAML: {problem}", mark.line + 1 if mark else None, _yaml_hint(problem)) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(f"invalid YAML: {exc}", None) from None
     finally:

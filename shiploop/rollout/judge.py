@@ -1,0 +1,77 @@
+"""A rollout policy applied to the deltas of candidate and baseline: guardrails and limits."""
+
+from __future__ import annotations
+
+from shiploop.analysis import Counts, GuardrailResult, harm_test, latency_exceedance, per_guardrail_alpha
+from shiploop.rollout.readings import Reading
+from shiploop.spec import Guardrail, Limit, RolloutPolicy
+
+
+def _app_counts(r: Reading, numerator: str, denominator: str) -> Counts:
+    num = int(round(r.app.get(numerator, 0.0)))
+    den = int(round(r.app.get(denominator, 0.0)))
+    return Counts(min(num, den), den)
+
+
+def guardrail_results(policy: RolloutPolicy, candidate: Reading, baseline: Reading) -> list[GuardrailResult]:
+    """Each guardrail as an anytime-valid harm test; alpha is split across them (Bonferroni)."""
+    alpha = per_guardrail_alpha(policy.alpha, max(1, len(policy.guardrails)))
+    out = []
+    for g in policy.guardrails:
+        name, detail, cand, base = _guardrail_counts(g, candidate, baseline)
+        out.append(GuardrailResult(name, harm_test(cand, base, g.tolerance, alpha), detail))
+    return out
+
+
+def _guardrail_counts(g: Guardrail, candidate: Reading, baseline: Reading) -> tuple[str, str, Counts, Counts]:
+    if g.kind == "error_rate":
+        return (
+            "error_rate",
+            "",
+            Counts(candidate.errors, candidate.requests),
+            Counts(baseline.errors, baseline.requests),
+        )
+    if g.kind == "latency":
+        q = g.quantile or 0.95
+        threshold, slow_c, slow_b = latency_exceedance(baseline.buckets, candidate.buckets, q)
+        detail = f"share slower than baseline p{q * 100:g} ({threshold:g} ms)" if threshold is not None else ""
+        return (f"latency_p{q * 100:g}", detail, slow_c, slow_b)
+    assert g.numerator and g.denominator
+    return (
+        g.metric,
+        "",
+        _app_counts(candidate, g.numerator, g.denominator),
+        _app_counts(baseline, g.numerator, g.denominator),
+    )
+
+
+def limit_breaches(limits: list[Limit], window: Reading, min_requests: int = 10) -> list[str]:
+    """Hard ceilings on the candidate alone over the recent window; no statistics."""
+    breaches: list[str] = []
+    if window.requests < min_requests:
+        return breaches
+    for lim in limits:
+        if lim.kind == "error_rate":
+            rate = window.errors / window.requests
+            if rate > lim.max:
+                breaches.append(f"error_rate {rate:.1%} over the last {window.requests} requests > limit {lim.max:.1%}")
+        elif lim.kind == "latency":
+            q = lim.quantile or 0.99
+            value_ms = _quantile_ms(window.buckets, q)
+            if value_ms is not None and value_ms > lim.max * 1000:
+                breaches.append(f"latency p{q * 100:g} {value_ms:g} ms > limit {lim.max * 1000:g} ms")
+        elif lim.numerator and lim.denominator:
+            c = _app_counts(window, lim.numerator, lim.denominator)
+            if c.trials >= min_requests and c.events / c.trials > lim.max:
+                breaches.append(f"{lim.metric} {c.events / c.trials:.1%} > limit {lim.max:.1%}")
+    return breaches
+
+
+def _quantile_ms(buckets: tuple[tuple[float, int], ...], q: float) -> float | None:
+    total = buckets[-1][1] if buckets else 0
+    if total == 0:
+        return None
+    for ub, count in buckets:
+        if count >= q * total:
+            return ub
+    return buckets[-1][0]
