@@ -88,8 +88,8 @@ def test_noninferior_with_plenty_of_clean_data() -> None:
 def test_bounds_solve_lambda_equals_one_over_alpha() -> None:
     c, b = Counts(30, 2000), Counts(50, 8000)
     r = harm_test(c, b, tolerance=0.0, alpha=0.05)
-    at_upper = harm_test(c, b, tolerance=r.upper_bound, alpha=0.05, tau2=r.tau2)
-    at_lower = harm_test(c, b, tolerance=r.lower_bound, alpha=0.05, tau2=r.tau2)
+    at_upper = harm_test(c, b, tolerance=r.upper_bound, alpha=0.05, tau2=r.mixture)
+    at_lower = harm_test(c, b, tolerance=r.lower_bound, alpha=0.05, tau2=r.mixture)
     assert at_upper.log_lambda == pytest.approx(r.threshold)
     assert at_lower.log_lambda == pytest.approx(r.threshold)
 

@@ -30,6 +30,21 @@ MIN_TRIALS = 30
 # couple of minutes for a 0.1% -> 1% regression (see docs/analysis.md).
 MIN_TAU = 0.01
 
+# A second mixture component for gross regressions. With τ = 1 point alone, a
+# candidate failing 20% of requests at 5 rps needs about 40 s to be caught:
+# the normal mixture puts almost no weight on effects that large. The average
+# of two likelihood ratios is still a martingale under the null, so the
+# two-component mixture keeps the anytime guarantee and costs at most a factor
+# of 2 (log 2 on the log scale) against whichever component fits better;
+# measured: 20% errors at 5 rps caught in about 12 s instead of 40 s.
+LARGE_TAU = 0.2
+
+# The explicit small-count guard: no harm is declared on fewer candidate
+# requests than this, whatever the statistic says. Three failures out of three
+# is suggestive, not proof; a fully broken candidate reaches ten requests in
+# two seconds at 5 rps.
+MIN_HARM_TRIALS = 10
+
 
 @dataclass(frozen=True)
 class Counts:
@@ -53,7 +68,7 @@ class HarmResult:
     baseline: Counts
     tolerance: float
     alpha: float
-    tau2: float
+    tau2: float  # the first (tolerance-sized) mixture component
     estimate: float  # p̂_c - p̂_b
     upper_bound: float  # anytime-valid confidence sequence on p_c - p_b, at level 1 - alpha
     lower_bound: float
@@ -62,6 +77,7 @@ class HarmResult:
     harmful: bool  # p_c - p_b > tolerance, shown with anytime-valid error <= alpha
     noninferior: bool  # upper_bound < tolerance
     enough_data: bool  # both arms have at least MIN_TRIALS trials
+    mixture: tuple[float, ...] = ()  # every mixture component's τ²
 
     @property
     def candidate_rate(self) -> float:
@@ -125,13 +141,37 @@ def conservative_variance(counts: Counts) -> float:
     return p * (1.0 - p) / n
 
 
-def _log_lambda(diff: float, v: float, tau2: float) -> float:
+def _log_lambda_one(diff: float, v: float, tau2: float) -> float:
     return 0.5 * math.log(v / (v + tau2)) + tau2 * diff * diff / (2.0 * v * (v + tau2))
 
 
-def _half_width(v: float, tau2: float, alpha: float) -> float:
-    # Solve log Λ(δ) = log(1/α) for |d̂ - δ|.
+def _log_lambda(diff: float, v: float, tau2s: tuple[float, ...]) -> float:
+    """log of the equal-weight mixture of the components' likelihood ratios (log-sum-exp)."""
+    logs = [_log_lambda_one(diff, v, t2) for t2 in tau2s]
+    top = max(logs)
+    return top + math.log(sum(math.exp(x - top) for x in logs) / len(logs))
+
+
+def _half_width_one(v: float, tau2: float, alpha: float) -> float:
+    # Solve log Λ(δ) = log(1/α) for |d̂ - δ| in closed form.
     return math.sqrt(v * (v + tau2) / tau2 * (2.0 * math.log(1.0 / alpha) + math.log((v + tau2) / v)))
+
+
+def _half_width(v: float, tau2s: tuple[float, ...], alpha: float) -> float:
+    """The |d̂ - δ| at which the mixture's Λ reaches 1/α, by bisection (Λ grows with |d̂ - δ|)."""
+    if len(tau2s) == 1:
+        return _half_width_one(v, tau2s[0], alpha)
+    # Each component reaching k/α puts the mixture at 1/α or above: an upper bracket.
+    hi = min(_half_width_one(v, t2, alpha / len(tau2s)) for t2 in tau2s)
+    lo = 0.0
+    target = math.log(1.0 / alpha)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _log_lambda(mid, v, tau2s) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def harm_test(
@@ -139,7 +179,9 @@ def harm_test(
     baseline: Counts,
     tolerance: float,
     alpha: float,
-    tau2: float | None = None,
+    tau2: float | tuple[float, ...] | None = None,
+    *,
+    bounds: bool = True,
 ) -> HarmResult:
     """Is the candidate's rate worse than the baseline's by more than `tolerance`?
 
@@ -148,9 +190,15 @@ def harm_test(
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    t2 = default_tau2(tolerance) if tau2 is None else tau2
-    if t2 <= 0.0:
-        raise ValueError(f"tau2 must be positive, got {t2}")
+    # The default mixes the tolerance-sized component with a large one (LARGE_TAU).
+    if tau2 is None:
+        small = default_tau2(tolerance)
+        tau2s: tuple[float, ...] = (small, LARGE_TAU**2) if small < LARGE_TAU**2 else (small,)
+    else:
+        tau2s = tau2 if isinstance(tau2, tuple) else (tau2,)
+    if not tau2s or min(tau2s) <= 0.0:
+        raise ValueError(f"tau2 must be positive, got {tau2}")
+    t2 = tau2s[0]
     threshold = math.log(1.0 / alpha)
     estimate = candidate.rate - baseline.rate
     enough = candidate.trials >= MIN_TRIALS and baseline.trials >= MIN_TRIALS
@@ -169,11 +217,14 @@ def harm_test(
             harmful=False,
             noninferior=False,
             enough_data=False,
+            mixture=tau2s,
         )
     v = conservative_variance(candidate) + conservative_variance(baseline)
     d = estimate - tolerance
-    log_lam = _log_lambda(d, v, t2)
-    h = _half_width(v, t2, alpha)
+    log_lam = _log_lambda(d, v, tau2s)
+    # The bounds need a bisection for a mixture; simulations that only want the
+    # verdict skip it (bounds=False reports the trivial interval [-1, 1]).
+    h = _half_width(v, tau2s, alpha) if bounds else 2.0
     upper = min(1.0, estimate + h)
     lower = max(-1.0, estimate - h)
     return HarmResult(
@@ -187,7 +238,8 @@ def harm_test(
         lower,
         log_lam,
         threshold,
-        harmful=d > 0.0 and log_lam >= threshold,
+        harmful=d > 0.0 and log_lam >= threshold and candidate.trials >= MIN_HARM_TRIALS,
         noninferior=upper < tolerance,
         enough_data=enough,
+        mixture=tau2s,
     )

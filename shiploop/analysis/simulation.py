@@ -70,6 +70,6 @@ def simulate_rollout(
         n_b += arrived_b
         x_c += binomial(rng, arrived_c, p_candidate)
         x_b += binomial(rng, arrived_b, p_baseline)
-        if n_c and n_b and harm_test(Counts(x_c, n_c), Counts(x_b, n_b), tolerance, alpha, tau2).harmful:
+        if n_c and n_b and harm_test(Counts(x_c, n_c), Counts(x_b, n_b), tolerance, alpha, tau2, bounds=False).harmful:
             return True, t
     return False, seconds

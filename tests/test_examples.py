@@ -1,0 +1,197 @@
+"""examples/shop run end to end through the real CLI, daemon, Envoy and app processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shiploop.runtime.procs import free_port
+
+pytestmark = pytest.mark.slow
+
+SHOP = Path(__file__).resolve().parents[1] / "examples" / "shop"
+_SCRIPT = Path(sys.executable).parent / "shiploop"
+CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from shiploop.cli.main import main; main()"]
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{version="([^"]*)"\} (\S+)$', re.MULTILINE)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Shop:
+    root: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str, timeout: float = 90) -> str:
+        proc = subprocess.run(
+            [*CLI, *args], cwd=self.root, capture_output=True, text=True, timeout=timeout, env=dict(os.environ)
+        )
+        assert proc.returncode == 0, f"shiploop {' '.join(args)} exited {proc.returncode}: {proc.stderr}{proc.stdout}"
+        return proc.stdout
+
+    def status(self) -> dict[str, Any]:
+        return dict(json.loads(self.cli("status", "--json")))
+
+    def stable(self, service: str) -> str:
+        svc = next(s for s in self.status()["services"] if s["name"] == service)
+        return str(next(v["id"] for v in svc["versions"] if v["track"] == "stable"))
+
+    def db(self, query: str) -> list[tuple[Any, ...]]:
+        con = sqlite3.connect(f"file:{self.root / '.shiploop' / 'state.db'}?mode=ro", uri=True)
+        try:
+            return con.execute(query).fetchall()
+        finally:
+            con.close()
+
+    def replica_ports(self, service: str) -> list[int]:
+        return [row[0] for row in self.db(f"SELECT port FROM replicas WHERE service = '{service}'")]
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Iterator[Shop]:
+    root = tmp_path / "shop"
+    shutil.copytree(SHOP, root, ignore=shutil.ignore_patterns(".shiploop", "__pycache__"))
+    port = free_port()
+    for name in ("shiploop.yaml", "web/service.yaml"):  # web calls api through the gateway's port
+        path = root / name
+        path.write_text(path.read_text().replace("8080", str(port)))
+    s = Shop(root, port)
+    try:
+        s.cli("up", "--detach", "--port", str(port))
+        yield s
+    finally:
+        subprocess.run([*CLI, "down"], cwd=root, capture_output=True, timeout=60)
+
+
+def metrics(url: str) -> dict[tuple[str, str], float]:
+    """{(name, version label): value} of a Prometheus text page."""
+    r = httpx.get(url, timeout=5)
+    assert r.status_code == 200
+    return {(name, version): float(value) for name, version, value in _SAMPLE.findall(r.text)}
+
+
+def test_both_services_get_ready(shop: Shop) -> None:
+    def all_ready() -> bool:
+        services = shop.status()["services"]
+        return {s["name"] for s in services} == {"web", "api"} and all(
+            v["ready"] == v["replicas"] for s in services for v in s["versions"]
+        )
+
+    wait_for(all_ready, 30, "web and api ready")
+    replicas = {s["name"]: s["versions"][0]["replicas"] for s in shop.status()["services"]}
+    assert replicas == {"web": 1, "api": 2}
+    assert httpx.get(f"{shop.url}/healthz", timeout=5).text == "ok"
+    assert httpx.get(f"{shop.url}/api/healthz", timeout=5).text == "ok"
+
+
+def test_signup_goes_web_gateway_api(shop: Shop) -> None:
+    web, api = shop.stable("web"), shop.stable("api")
+    page = httpx.get(f"{shop.url}/", timeout=5)
+    assert page.status_code == 200
+    assert '<form method="post" action="/signup">' in page.text
+    assert page.headers["x-shiploop-version"] == f"web@{web}"
+
+    r = httpx.post(f"{shop.url}/signup", data={"email": "ana@example.com"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert "Thank you, ana@example.com!" in r.text
+    # The api version in web's page proves the call went web -> gateway -> api.
+    assert f"recorded by api@{api}" in r.text
+
+    assert httpx.post(f"{shop.url}/signup", data={"email": "nope"}, timeout=10).status_code == 400
+    direct = httpx.post(f"{shop.url}/api/signups", json={"email": "bo@example.com"}, timeout=5)
+    assert direct.status_code == 201
+    assert direct.json()["version"] == api
+
+
+def test_metrics_expose_the_counters(shop: Shop) -> None:
+    web, api = shop.stable("web"), shop.stable("api")
+    httpx.get(f"{shop.url}/", timeout=5)
+    httpx.post(f"{shop.url}/signup", data={"email": "ana@example.com"}, timeout=10)
+    for _ in range(10):
+        assert httpx.get(f"{shop.url}/api/checkout", timeout=5).status_code == 200
+    assert httpx.post(f"{shop.url}/api/checkout", timeout=5).status_code == 200
+
+    web_metrics = metrics(f"{shop.url}/metrics")  # web has one replica: its counts are exact
+    assert web_metrics[("shop_visits_total", web)] == 1
+    assert web_metrics[("shop_signups_total", web)] == 1
+    assert web_metrics[("shop_signup_errors_total", web)] == 0
+
+    names = {name for name, version in metrics(f"{shop.url}/api/metrics") if version == api}
+    assert names == {"api_requests_total", "shop_checkout_total", "shop_checkout_errors_total"}
+    # api has two replicas, each counting its own requests: add them up straight from each replica.
+    total: dict[str, float] = {}
+    for port in shop.replica_ports("api"):
+        for (name, version), value in metrics(f"http://127.0.0.1:{port}/metrics").items():
+            assert version == api
+            total[name] = total.get(name, 0) + value
+    assert total["shop_checkout_total"] == 11
+    assert total["shop_checkout_errors_total"] == 0
+    assert total["api_requests_total"] >= 12  # the checkouts and web's signup
+
+
+def _alive(pid: int, start_time: int | None = None) -> bool:
+    """Running (not a zombie), and the same process if start_time is given."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3, start time field 22
+    return fields[0] != "Z" and (start_time is None or int(fields[19]) == start_time)
+
+
+def _processes_under(root: Path) -> list[int]:
+    """Live processes whose working directory or command line is inside the project."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if (cwd.startswith(str(root)) or str(root) in cmdline) and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def test_down_leaves_no_process(shop: Shop) -> None:
+    daemon = json.loads((shop.root / ".shiploop" / "daemon.json").read_text())
+    envoy = json.loads(shop.db("SELECT value FROM kv WHERE key = 'envoy'")[0][0])
+    replicas = shop.db("SELECT pid, start_time FROM replicas")
+    tracked = [(daemon["pid"], daemon["start_time"]), (envoy["pid"], envoy["start_time"]), *replicas]
+    assert len(replicas) == 3
+    assert all(_alive(pid, start) for pid, start in tracked)
+    assert len(_processes_under(shop.root)) >= len(tracked)  # the scan below sees them while they run
+
+    assert "shiploop is down" in shop.cli("down")
+
+    wait_for(lambda: not any(_alive(pid, start) for pid, start in tracked), 10, "tracked processes to exit")
+    wait_for(lambda: not _processes_under(shop.root), 10, "no process left in the project")
+    assert shop.db("SELECT value FROM kv WHERE key = 'envoy'") == []

@@ -1,0 +1,131 @@
+"""Rollouts end to end: real Envoy, real replicas, real load, decisions made by the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shiploop.loadgen import background_load
+from shiploop.runtime.procs import is_running
+from tests.conftest import wait_until
+from tests.daemon_helpers import Project
+
+FAST_POLICY = """rollout:
+  steps: [20, 50, 100]
+  min_step: 3s
+  max_step: 1m
+  min_samples: 40
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    p = Project(tmp_path / "proj")
+    p.root.mkdir()
+    (p.root / "shiploop.yaml").write_text("name: rollouts\n")
+    yield p
+    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
+    p.cli("down", check=False)
+    assert p.running(procs) == [], "down left processes behind"
+
+
+def rollout_state(project: Project) -> dict[str, Any]:
+    return dict(json.loads(project.cli("rollout", "status", "echo", "--json").stdout))
+
+
+@pytest.mark.slow
+def test_candidate_failing_a_fifth_of_requests_is_rolled_back_within_15s(project: Project):
+    project.add_service("echo", "/echo/")
+    project.cli("up", "--detach", "--port", str(project.port))
+    project.set_env("echo", {"FAIL_RATE": "0.2"})
+    with background_load(f"{project.url}/echo/x", rps=100, capture_headers=("x-shiploop-version",)) as load:
+        load.wait_until(lambda r: r.total >= 100, 10)
+        started = time.time()
+        r = project.cli("rollout", "echo", "--wait", "--json", check=False, timeout=60)
+        took = time.time() - started
+    assert r.returncode == 3, r.stdout + r.stderr
+    outcome = json.loads(r.stdout)
+    assert outcome["state"] == "rolled_back"
+    assert "error_rate" in outcome["reason"]
+    assert outcome["updated_at"] - outcome["started_at"] < 15, outcome
+    assert took < 30
+    # All traffic is back on stable, and the candidate is gone.
+    versions = project.versions("echo")
+    assert versions["stable"]["weight"] == 100
+    wait_until(lambda: "retiring" not in project.versions("echo"), 15, what="candidate to stop")
+    report = load.report()
+    assert report.status_counts.get(500, 0) > 0  # the candidate really did fail some requests
+
+
+@pytest.mark.slow
+def test_candidate_slowing_a_fifth_of_requests_by_100ms_is_rolled_back(project: Project):
+    project.add_service("echo", "/echo/", extra=FAST_POLICY)
+    project.cli("up", "--detach", "--port", str(project.port))
+    project.set_env("echo", {"SLOW_RATE": "0.2", "SLOW_MS": "100"})
+    with background_load(f"{project.url}/echo/x", rps=100):
+        r = project.cli("rollout", "echo", "--wait", "--json", check=False, timeout=90)
+    assert r.returncode == 3, r.stdout + r.stderr
+    outcome = json.loads(r.stdout)
+    assert outcome["state"] == "rolled_back" and "latency" in outcome["reason"], outcome["reason"]
+
+
+@pytest.mark.slow
+def test_identical_candidate_is_promoted_within_two_minutes_with_default_policy(project: Project):
+    project.add_service("echo", "/echo/")
+    project.cli("up", "--detach", "--port", str(project.port))
+    stable = project.versions("echo")["stable"]["id"]
+    (project.root / "echo" / "README.txt").write_text("content differs, behaviour does not\n")
+    with background_load(f"{project.url}/echo/x", rps=100) as load:
+        r = project.cli("rollout", "echo", "--wait", "--json", check=False, timeout=150)
+    assert r.returncode == 0, r.stdout + r.stderr
+    outcome = json.loads(r.stdout)
+    assert outcome["state"] == "promoted"
+    assert outcome["updated_at"] - outcome["started_at"] < 120
+    assert project.versions("echo")["stable"]["id"] == outcome["candidate"] != stable
+    assert load.report().failed == 0, load.report().render()
+
+
+@pytest.mark.slow
+def test_daemon_killed_mid_rollout_resumes_and_finishes(project: Project):
+    project.add_service("echo", "/echo/", extra=FAST_POLICY)
+    project.cli("up", "--detach", "--port", str(project.port))
+    (project.root / "echo" / "README.txt").write_text("v2\n")
+    with background_load(f"{project.url}/echo/x", rps=100) as load:
+        project.cli("rollout", "echo")
+        wait_until(lambda: rollout_state(project)["step"] >= 1, 30, interval=0.5, what="second step")
+        daemon = project.daemon_info()
+        os.kill(daemon["pid"], signal.SIGKILL)
+        wait_until(lambda: not is_running(daemon["pid"], daemon["start_time"]), 5, what="daemon to die")
+        project.cli("up", "--detach")
+        r = project.cli("rollout", "status", "echo", "--wait", "--json", check=False, timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["state"] == "promoted"
+    api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
+    kinds = [e["kind"] for e in httpx.get(f"{api}/v1/events", params={"service": "echo"}).json()]
+    assert "rollout-resumed" in kinds and kinds.index("rollout-resumed") < kinds.index("rollout-promoted")
+    assert load.report().failed == 0, load.report().render()
+
+
+@pytest.mark.slow
+def test_on_no_data_hold_holds_when_the_canary_gets_no_traffic(project: Project):
+    policy = FAST_POLICY.replace("max_step: 1m", "max_step: 4s") + "  on_no_data: hold\n"
+    project.add_service("echo", "/echo/", extra=policy)
+    project.cli("up", "--detach", "--port", str(project.port))
+    (project.root / "echo" / "README.txt").write_text("v2\n")
+    r = project.cli("rollout", "echo", "--wait", "--json", check=False, timeout=60)  # no load at all
+    assert r.returncode == 4, r.stdout + r.stderr
+    outcome = json.loads(r.stdout)
+    assert outcome["state"] == "held" and outcome["step"] == 0
+    # Held means the traffic stays where it was until a person decides.
+    assert project.versions("echo")["canary"]["weight"] == 20
+    aborted = json.loads(project.cli("rollout", "abort", "echo", "--json").stdout)
+    assert aborted["state"] == "aborted"
+    assert project.versions("echo")["stable"]["weight"] == 100
