@@ -14,7 +14,16 @@ import pytest
 
 from shiploop.errors import ShiploopError
 from shiploop.gateway.gateway import Gateway
-from shiploop.gateway.model import Cluster, Endpoint, Match, Route, RoutingState, WeightedTarget
+from shiploop.gateway.model import (
+    CircuitBreakerLimits,
+    Cluster,
+    Endpoint,
+    Match,
+    Retry,
+    Route,
+    RoutingState,
+    WeightedTarget,
+)
 from shiploop.runtime.procs import free_port
 from tests.conftest import App, wait_until
 
@@ -123,3 +132,46 @@ def test_rejected_config_is_reported_and_previous_keeps_serving(gateway, loop, s
     assert "(?=" not in current
     # And the next good publish goes through.
     loop.run_until_complete(gateway.publish(good))
+
+
+def test_retries_hide_flaky_upstream_and_are_needed(gateway, loop, spawn_app):
+    flaky = spawn_app("flaky", FAIL_RATE="0.3")
+    port = free_port()
+    plain = Route("plain", Match(prefix="/plain"), (target(flaky, 100),), retry=Retry(attempts=0))
+    retried = Route("retried", Match(prefix="/retried"), (target(flaky, 100),), retry=Retry(attempts=10, on=("5xx",)))
+    loop.run_until_complete(gateway.start(state(port, [flaky], [plain, retried])))
+    with httpx.Client() as client:
+        plain_codes = Counter(client.get(f"http://127.0.0.1:{port}/plain").status_code for _ in range(200))
+        retried_codes = Counter(client.get(f"http://127.0.0.1:{port}/retried").status_code for _ in range(200))
+    assert plain_codes[500] > 20, plain_codes  # about 60 expected: the upstream really is flaky
+    assert retried_codes == Counter({200: 200}), retried_codes  # 0.3^11 per request: none expected
+
+
+def test_route_timeout_answers_504(gateway, loop, spawn_app):
+    slow = spawn_app("slow", SLOW_RATE="1", SLOW_MS="2000")
+    port = free_port()
+    route = Route("slow", Match(prefix="/"), (target(slow, 100),), timeout_s=0.2, retry=Retry(attempts=0))
+    loop.run_until_complete(gateway.start(state(port, [slow], [route])))
+    started = time.monotonic()
+    r = httpx.get(f"http://127.0.0.1:{port}/x", timeout=5)
+    assert r.status_code == 504
+    assert time.monotonic() - started < 1.5
+
+
+def test_circuit_breaker_sheds_load_beyond_its_limits(gateway, loop, spawn_app):
+    slow = spawn_app("slow", SLOW_RATE="1", SLOW_MS="300")
+    port = free_port()
+    limits = CircuitBreakerLimits(max_connections=1, max_pending_requests=1, max_requests=1, max_retries=0)
+    cluster = Cluster("echo_slow", (Endpoint("127.0.0.1", slow.port),), circuit_breaker=limits)
+    route = Route("slow", Match(prefix="/"), (target(slow, 100),), retry=Retry(attempts=0))
+    loop.run_until_complete(gateway.start(RoutingState(clusters=(cluster,), routes=(route,), listen_port=port)))
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await asyncio.gather(*(client.get(f"http://127.0.0.1:{port}/x") for _ in range(10)))
+
+    responses = asyncio.run(burst())
+    codes = Counter(r.status_code for r in responses)
+    overflowed = [r for r in responses if r.status_code == 503]
+    assert codes[200] >= 1 and len(overflowed) >= 5, codes
+    assert all(r.headers.get("x-envoy-overloaded") == "true" for r in overflowed)

@@ -129,3 +129,115 @@ def test_on_no_data_hold_holds_when_the_canary_gets_no_traffic(project: Project)
     aborted = json.loads(project.cli("rollout", "abort", "echo", "--json").stdout)
     assert aborted["state"] == "aborted"
     assert project.versions("echo")["stable"]["weight"] == 100
+
+
+class Receiver:
+    """An HTTP endpoint in the test process that records JSON posts (webhooks, alerts)."""
+
+    def __init__(self, status: int = 200) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.posts: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.posts.append({"path": self.path, **json.loads(body)})
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        import threading
+
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver(status=503)
+    yield r
+    r.close()
+
+
+@pytest.mark.slow
+def test_refusing_pre_rollout_webhook_fails_the_rollout_and_alerts(project: Project, receiver: Receiver):
+    hooks = (
+        f"  webhooks: [{{when: pre-rollout, url: '{receiver.url}/gate', timeout: 2s}}]\n"
+        f"  alerts: [{{url: '{receiver.url}/alert', on: [rollback]}}]\n"
+    )
+    project.add_service("echo", "/echo/", extra=FAST_POLICY + hooks)
+    project.cli("up", "--detach", "--port", str(project.port))
+    (project.root / "echo" / "README.txt").write_text("v2\n")
+    r = project.cli("rollout", "echo", "--wait", "--json", check=False, timeout=60)
+    assert r.returncode == 3, r.stdout + r.stderr
+    outcome = json.loads(r.stdout)
+    assert outcome["state"] == "failed" and "pre-rollout webhook" in outcome["reason"] and "503" in outcome["reason"]
+    gate = next(p for p in receiver.posts if p["path"] == "/gate")
+    assert gate["phase"] == "pre-rollout" and gate["candidate"] == outcome["candidate"]
+    wait_until(lambda: any(p["path"] == "/alert" for p in receiver.posts), 5, what="the alert")
+    alert = next(p for p in receiver.posts if p["path"] == "/alert")
+    assert alert["event"] == "rollback" and outcome["candidate"] in alert["text"]  # Slack-compatible "text"
+    assert project.versions("echo")["stable"]["weight"] == 100
+
+
+@pytest.mark.slow
+def test_ab_rollout_sends_only_matching_users_to_the_candidate(project: Project):
+    policy = FAST_POLICY.replace("steps: [20, 50, 100]", "strategy: ab") + "  match: {header: x-beta, value: '1'}\n"
+    project.add_service("echo", "/echo/", extra=policy)
+    project.cli("up", "--detach", "--port", str(project.port))
+    stable = project.versions("echo")["stable"]["id"]
+    (project.root / "echo" / "README.txt").write_text("v2\n")
+    url = f"{project.url}/echo/x"
+    capture = ("x-shiploop-version",)
+    answered: dict[str, list[tuple[float, str]]] = {"beta": [], "others": []}
+
+    def record(group: str) -> Any:
+        return lambda res: answered[group].append((time.time(), res.headers.get("x-shiploop-version", "")))
+
+    with (
+        background_load(url, rps=50, headers={"x-beta": "1"}, capture_headers=capture, on_result=record("beta")),
+        background_load(url, rps=50, capture_headers=capture, on_result=record("others")),
+    ):
+        r = project.cli("rollout", "echo", "--wait", "--json", check=False, timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    candidate = json.loads(r.stdout)["candidate"]
+    api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
+    events = httpx.get(f"{api}/v1/events", params={"service": "echo"}).json()
+    routed_at = next(e["ts"] for e in events if e["kind"] == "header-route")
+    promoted_at = next(e["ts"] for e in events if e["kind"] == "promoted")
+    # While the experiment ran (half a second off each switch), x-beta users saw the candidate alone
+    # and everyone else saw stable alone.
+    during = {g: [v for t, v in rows if routed_at + 0.5 < t < promoted_at - 0.5] for g, rows in answered.items()}
+    assert len(during["beta"]) > 100 and set(during["beta"]) == {f"echo@{candidate}"}
+    assert len(during["others"]) > 100 and set(during["others"]) == {f"echo@{stable}"}
+    assert project.versions("echo")["stable"]["id"] == candidate
+    assert project.status()["services"][0]["header_routes"] == []  # the experiment's route is gone
+
+
+@pytest.mark.slow
+def test_mirror_rollout_rolls_back_a_failing_shadow_users_never_see_it(project: Project):
+    policy = FAST_POLICY.replace("steps: [20, 50, 100]", "strategy: mirror")
+    project.add_service("echo", "/echo/", extra=policy)
+    project.cli("up", "--detach", "--port", str(project.port))
+    project.set_env("echo", {"FAIL_RATE": "0.5"})
+    with background_load(f"{project.url}/echo/x", rps=100) as load:
+        load.wait_until(lambda r: r.total >= 50, 10)
+        r = project.cli("rollout", "echo", "--wait", "--json", check=False, timeout=60)
+    assert r.returncode == 3, r.stdout + r.stderr
+    outcome = json.loads(r.stdout)
+    assert outcome["state"] == "rolled_back" and "error_rate" in outcome["reason"]
+    assert outcome["last"]["candidate"]["requests"] > 0  # the shadow was judged on mirrored copies
+    report = load.report()
+    assert report.failed == 0, report.render()  # users only ever saw stable's answers

@@ -132,6 +132,11 @@ def _render_status(data: dict[str, Any]) -> None:
         for hr in svc.get("header_routes", []):
             table.add_row("", hr["version"], f"header {hr['header']}={hr['value']}", "-", "", "")
     console.print(table)
+    for svc in data["services"]:
+        r = svc.get("rollout")
+        if r and r["state"] in ("pending", "progressing", "paused", "held"):
+            console.print(f"{svc['name']}: rollout #{r['id']} of {r['candidate']} is {r['state']} at step "
+                          f"{r['step'] + 1} ({r['weight']}%): shiploop rollout status {svc['name']}")
 
 
 @app.command()

@@ -51,7 +51,11 @@ def create_app(
 
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:
-        return cp.status()
+        data = cp.status()
+        for svc in data["services"]:
+            latest = rollouts.latest(svc["name"])
+            svc["rollout"] = latest.as_dict() if latest is not None else None
+        return data
 
     @app.get("/v1/services/{service}/versions")
     async def versions(service: str) -> list[dict[str, Any]]:
