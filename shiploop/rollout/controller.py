@@ -127,7 +127,7 @@ class RolloutController:
         self, r: Rollout, event: str | None = None, message: str = "", evidence: dict[str, Any] | None = None
     ) -> None:
         r.updated_at = self.clock()
-        with self.store.db:
+        with self.store.transaction():
             self.store.db.execute(
                 "UPDATE rollouts SET state=?, step=?, data=?, updated_at=?, outcome_reason=? WHERE id=?",
                 (r.state, r.step, json.dumps(r.data), r.updated_at, r.outcome_reason, r.id),

@@ -6,10 +6,12 @@ controller decision is an event row with its evidence as JSON.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +74,32 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._depth = 0  # nesting of transaction()
 
     def close(self) -> None:
         self.db.close()
 
-    def transaction(self) -> sqlite3.Connection:
-        """`with store.transaction():` makes several writes one atomic change."""
-        return self.db
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """`with store.transaction():` makes several writes one atomic change; nests."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            self._depth = 0
 
     # -- key/value -------------------------------------------------------------
 
@@ -136,7 +157,7 @@ class Store:
         ]
 
     def set_weights(self, service: str, weights: dict[str, int]) -> None:
-        with self.db:
+        with self.transaction():
             for version, weight in weights.items():
                 self.db.execute(
                     "UPDATE deployments SET weight=? WHERE service=? AND version=?", (weight, service, version)
@@ -149,7 +170,7 @@ class Store:
         )
 
     def remove_deployment(self, service: str, version: str) -> None:
-        with self.db:
+        with self.transaction():
             self.db.execute("DELETE FROM deployments WHERE service=? AND version=?", (service, version))
             self.db.execute("DELETE FROM replicas WHERE service=? AND version=?", (service, version))
             self.db.execute("DELETE FROM header_routes WHERE service=? AND version=?", (service, version))
