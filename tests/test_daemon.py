@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -78,6 +79,11 @@ def test_deploy_route_promote_rollback_follow_at_once(project: Project):
         assert r.returncode == 2 and message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
     assert served_by(url, 10) == Counter({stable["id"]: 10})  # nothing changed
 
+    logs = project.cli("logs", "echo", "--version", "canary").stdout
+    assert f"echo@{canary['id']} listening on" in logs and stable["id"] not in logs
+    listed = json.loads(project.cli("versions", "echo", "--json").stdout)
+    assert [v["id"] for v in listed] == [stable["id"], canary["id"]]
+
     project.cli("rollback", "echo")
     assert served_by(url, 10) == Counter({stable["id"]: 10})
     wait_until(lambda: "canary" not in project.versions("echo"), 15, what="canary to stop")
@@ -141,3 +147,21 @@ def test_cli_errors_are_one_line_and_exit_2(project: Project):
     assert r.returncode == 2
     assert "replcias" in r.stderr and "did you mean 'replicas'" in r.stderr and "service.yaml:" in r.stderr
     assert r.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+def test_init_makes_a_project_that_runs(tmp_path: Path):
+    project = Project(tmp_path / "fresh")
+    project.root.mkdir()
+    project.cli("init", ".")
+    try:
+        project.cli("up", "--detach", "--port", str(project.port))
+        r = httpx.get(f"{project.url}/hello/")
+        assert r.status_code == 200 and r.text.startswith("hello from ")
+        assert project.versions("hello")["stable"]["ready"] == 2
+    finally:
+        procs = project.recorded_processes()
+        project.cli("down")
+        assert project.running(procs) == []
+    again = project.cli("init", ".", check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr
