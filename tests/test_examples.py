@@ -18,7 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from shiploop.rollout.judge import guardrail_results
+from shiploop.rollout.readings import Reading
 from shiploop.runtime.procs import free_port
+from shiploop.spec import load_project
 
 pytestmark = pytest.mark.slow
 
@@ -195,3 +198,21 @@ def test_down_leaves_no_process(shop: Shop) -> None:
     wait_for(lambda: not any(_alive(pid, start) for pid, start in tracked), 10, "tracked processes to exit")
     wait_for(lambda: not _processes_under(shop.root), 10, "no process left in the project")
     assert shop.db("SELECT value FROM kv WHERE key = 'envoy'") == []
+
+
+def test_api_policy_catches_the_demo_bug_at_the_first_step() -> None:
+    """The claim in api/service.yaml: min_samples is enough to catch the demo's bug while it is a 10% canary.
+
+    Pure analysis, no processes: the expected counts of a candidate failing 8% of its
+    requests (examples/demo.py's BUG_RATE) at the first step, against a clean stable.
+    """
+    project = load_project(SHOP)
+    assert set(project.services) == {"web", "api"}
+    policy = project.services["api"].rollout
+    n = policy.min_samples
+    base = 100 - policy.steps[0]
+    stable = Reading(0.0, n * base // policy.steps[0], 0)
+    buggy = Reading(0.0, n, round(0.08 * n))
+    assert any(g.result.harmful for g in guardrail_results(policy, buggy, stable))
+    assert not any(g.result.harmful for g in guardrail_results(policy, Reading(0.0, n, 0), stable))
+    assert policy.alpha == 0.05  # the demo is fast because of the load, not a looser test

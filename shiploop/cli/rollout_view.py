@@ -78,7 +78,6 @@ def history_table(rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             str(r["id"]),
             r["candidate"],
-            r["baseline"],
             r["strategy"],
             Text(r["state"], _state_style(r["state"])),
             started,

@@ -45,8 +45,12 @@ def _guardrail_counts(g: Guardrail, candidate: Reading, baseline: Reading) -> tu
     )
 
 
-def limit_breaches(limits: list[Limit], window: Reading, min_requests: int = 10) -> list[str]:
-    """Hard ceilings on the candidate alone over the recent window; no statistics."""
+def limit_breaches(limits: list[Limit], window: Reading, min_requests: int = 20) -> list[str]:
+    """Hard ceilings on the candidate alone over the recent window; no statistics.
+
+    At least `min_requests` in the window: with 10, three unlucky failures in
+    fourteen requests of an 8%-error version broke a 20% limit (seen in the demo).
+    """
     breaches: list[str] = []
     if window.requests < min_requests:
         return breaches

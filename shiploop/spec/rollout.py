@@ -144,8 +144,12 @@ class AbMatch(SpecModel):
 
 
 def _default_guardrails() -> list[Guardrail]:
+    # 0.2 points of extra errors: a 0.1% -> 1% regression is harm. With the
+    # default steps and min_step 20s, bench/rollouts measured it caught in 85% of
+    # simulated runs at 100 rps (p50 89 s), while an identical candidate is
+    # promoted in about 100 s; the 1-point tolerance caught none of them.
     return [
-        Guardrail(metric="error_rate", tolerance=0.01),
+        Guardrail(metric="error_rate", tolerance=0.002),
         Guardrail(metric="latency", quantile=0.95, tolerance=0.05),
     ]
 
@@ -153,7 +157,7 @@ def _default_guardrails() -> list[Guardrail]:
 class RolloutPolicy(SpecModel):
     strategy: Literal["canary", "mirror", "ab"] = "canary"
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=lambda: [5, 25, 50, 100])
-    min_step: PositiveDuration = 10.0
+    min_step: PositiveDuration = 20.0
     max_step: PositiveDuration = 300.0
     on_inconclusive: Literal["hold", "advance"] = "advance"
     alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
