@@ -42,7 +42,8 @@ def init(directory: Annotated[Path, typer.Argument()] = Path(".")) -> None:
     """Create a runnable starter project with one service."""
     written = write_starter(directory)
     console.print(
-        f"created {directory / 'shiploop.yaml'} and service [bold]{written}[/]; next: cd {directory} && shiploop up --detach"
+        f"created {directory / 'shiploop.yaml'} and service [bold]{written}[/]; "
+        f"next: cd {directory} && shiploop up --detach"
     )
 
 

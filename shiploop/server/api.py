@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -17,7 +17,7 @@ from shiploop.server.controlplane import ControlPlane
 
 class DeployRequest(BaseModel):
     weight: int = Field(0, ge=0, le=100)
-    track: str = "canary"
+    track: Literal["canary", "shadow"] = "canary"
 
 
 class WeightsRequest(BaseModel):
