@@ -11,6 +11,7 @@ import asyncio
 import json
 import socket
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -427,6 +428,9 @@ class ControlPlane:
                     await hook()
             except ShiploopError as e:
                 self.event(None, "error", e.line())
+            except Exception as e:  # a bug: keep supervising, but leave the traceback in the daemon log
+                traceback.print_exc()
+                self.event(None, "error", f"internal error in the supervisor: {e!r}")
             await asyncio.sleep(interval_s)
 
     async def shutdown(self) -> None:
