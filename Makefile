@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.gateway_overhead
 	$(BIN)/python -m bench.reconfigure
 	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.rollouts
 
 clean:
 	rm -rf $(VENV) .shiploop
