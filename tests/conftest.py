@@ -19,7 +19,7 @@ from shiploop.runtime.procs import free_port, terminate_group
 APPS = Path(__file__).parent / "apps"
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, *, interval: float = 0.02, what: str = "") -> Any:
     """Poll `condition` until it returns something truthy, failing after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:

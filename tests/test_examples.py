@@ -9,8 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from shiploop.rollout.judge import guardrail_results
 from shiploop.rollout.readings import Reading
 from shiploop.runtime.procs import free_port
 from shiploop.spec import load_project
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +29,6 @@ SHOP = Path(__file__).resolve().parents[1] / "examples" / "shop"
 _SCRIPT = Path(sys.executable).parent / "shiploop"
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from shiploop.cli.main import main; main()"]
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{version="([^"]*)"\} (\S+)$', re.MULTILINE)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -106,7 +95,7 @@ def test_both_services_get_ready(shop: Shop) -> None:
             v["ready"] == v["replicas"] for s in services for v in s["versions"]
         )
 
-    wait_for(all_ready, 30, "web and api ready")
+    wait_until(all_ready, 30, what="web and api ready")
     replicas = {s["name"]: s["versions"][0]["replicas"] for s in shop.status()["services"]}
     assert replicas == {"web": 1, "api": 2}
     assert httpx.get(f"{shop.url}/healthz", timeout=5).text == "ok"
@@ -195,8 +184,8 @@ def test_down_leaves_no_process(shop: Shop) -> None:
 
     assert "shiploop is down" in shop.cli("down")
 
-    wait_for(lambda: not any(_alive(pid, start) for pid, start in tracked), 10, "tracked processes to exit")
-    wait_for(lambda: not _processes_under(shop.root), 10, "no process left in the project")
+    wait_until(lambda: not any(_alive(pid, start) for pid, start in tracked), 10, what="tracked processes to exit")
+    wait_until(lambda: not _processes_under(shop.root), 10, what="no process left in the project")
     assert shop.db("SELECT value FROM kv WHERE key = 'envoy'") == []
 
 

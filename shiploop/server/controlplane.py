@@ -296,8 +296,9 @@ class ControlPlane:
                     f"{service} has no canary to promote", hint=f"deploy one: shiploop deploy {service}"
                 )
             stable = self._track(service, STABLE)
-            self.store.set_track(service, candidate.version, STABLE, 100)
-            self.store.set_track(service, stable.version, "retiring", 0, state="draining")
+            with self.store.transaction():
+                self.store.set_track(service, candidate.version, STABLE, 100)
+                self.store.set_track(service, stable.version, "retiring", 0, state="draining")
             gen = await self.publish()
             self.event(
                 service,
@@ -316,9 +317,10 @@ class ControlPlane:
             if not others:
                 raise ShiploopError(f"{service} has no canary to roll back", hint="see: shiploop status")
             # All traffic to stable at once; stable has stayed fully scaled.
-            self.store.set_weights(service, {stable.version: 100, **{d.version: 0 for d in others}})
-            for d in others:
-                self.store.set_track(service, d.version, "retiring", 0, state="draining")
+            with self.store.transaction():
+                self.store.set_weights(service, {stable.version: 100})
+                for d in others:
+                    self.store.set_track(service, d.version, "retiring", 0, state="draining")
             gen = await self.publish()
             self.event(
                 service,
