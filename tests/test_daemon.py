@@ -9,6 +9,7 @@ import socket
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,6 +51,14 @@ def test_deploy_route_promote_rollback_follow_at_once(project: Project):
     assert (stable["weight"], stable["ready"], stable["replicas"]) == (100, 2, 2)
     url = f"{project.url}/echo/x"
     assert served_by(url, 10) == Counter({stable["id"]: 10})
+
+    def stable_traffic() -> dict[str, Any] | None:
+        t = project.versions("echo")["stable"].get("traffic")
+        # Envoy merges histograms asynchronously on each admin read: latency may trail counts by a read.
+        return t if t and t["rps"] > 0 and t["p95_ms"] is not None else None
+
+    traffic = wait_until(stable_traffic, 10, interval=0.3, what="status to show stable's traffic")
+    assert traffic["error_rate"] == 0 and traffic["source_errors"] == []
 
     project.set_env("echo", {"GREETING": "v2"})
     out = project.cli("deploy", "echo", "--weight", "0").stdout

@@ -4,7 +4,7 @@ No I/O and no clocks: the caller passes counts and elapsed time. See docs/analys
 """
 
 from shiploop.analysis.fixed_threshold import FixedDecision, FixedThresholdPolicy, IntervalStats
-from shiploop.analysis.latency import Buckets, latency_exceedance
+from shiploop.analysis.latency import Buckets, bucket_quantile, latency_exceedance
 from shiploop.analysis.proportions import (
     MIN_TRIALS,
     Counts,
@@ -31,6 +31,7 @@ __all__ = [
     "StepInputs",
     "SrmResult",
     "binomial",
+    "bucket_quantile",
     "chi2_sf",
     "default_tau2",
     "evaluate_step",

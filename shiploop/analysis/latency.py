@@ -65,3 +65,11 @@ def latency_exceedance(
     slow_b = n_b - _cumulative_at(baseline_buckets, threshold)
     slow_c = n_c - _cumulative_at(candidate_buckets, threshold)
     return threshold, Counts(slow_c, n_c), Counts(slow_b, n_b)
+
+
+def bucket_quantile(buckets: Buckets, q: float) -> float | None:
+    """The smallest bucket bound (ms) at or below which at least a share `q` of requests fall."""
+    total = buckets[-1][1] if buckets else 0
+    if total == 0:
+        return None
+    return next((ub for ub, count in buckets if count >= q * total), buckets[-1][0])

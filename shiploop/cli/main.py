@@ -117,27 +117,37 @@ def status(as_json: JsonOpt = False) -> None:
 
 
 def _render_status(data: dict[str, Any]) -> None:
-    table = Table("service", "version", "track", "weight", "ready", "routes")
+    table = Table("service", "version", "track", "weight", "ready", "req/s", "5xx", "p95", "routes")
+    notes: list[str] = []
     for svc in data["services"]:
         for i, v in enumerate(svc["versions"]):
             ready = f"{v['ready']}/{v['replicas']}"
             style = "green" if v["ready"] == v["replicas"] else "yellow"
+            t = v.get("traffic") or {}
             table.add_row(
                 svc["name"] if i == 0 else "",
                 v["id"],
                 v["track"],
                 f"{v['weight']}%",
                 f"[{style}]{ready}[/]",
+                f"{t['rps']:g}" if t else "-",
+                f"{t['error_rate']:.2%}" if t.get("error_rate") is not None else "-",
+                f"{t['p95_ms']:g} ms" if t.get("p95_ms") is not None else "-",
                 ", ".join(svc["routes"]) if i == 0 else "",
             )
+            notes.extend(f"{svc['name']}@{v['id']}: metrics: {e}" for e in t.get("source_errors", []))
         for hr in svc.get("header_routes", []):
-            table.add_row("", hr["version"], f"header {hr['header']}={hr['value']}", "-", "", "")
+            table.add_row("", hr["version"], f"header {hr['header']}={hr['value']}", "-", "", "", "", "", "")
     console.print(table)
+    for note in notes:
+        console.print(f"[yellow]{note}[/]")
     for svc in data["services"]:
         r = svc.get("rollout")
         if r and r["state"] in ("pending", "progressing", "paused", "held"):
-            console.print(f"{svc['name']}: rollout #{r['id']} of {r['candidate']} is {r['state']} at step "
-                          f"{r['step'] + 1} ({r['weight']}%): shiploop rollout status {svc['name']}")
+            console.print(
+                f"{svc['name']}: rollout #{r['id']} of {r['candidate']} is {r['state']} at step "
+                f"{r['step'] + 1} ({r['weight']}%): shiploop rollout status {svc['name']}"
+            )
 
 
 @app.command()

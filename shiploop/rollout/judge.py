@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from shiploop.analysis import Counts, GuardrailResult, harm_test, latency_exceedance, per_guardrail_alpha
+from shiploop.analysis import (
+    Counts,
+    GuardrailResult,
+    bucket_quantile,
+    harm_test,
+    latency_exceedance,
+    per_guardrail_alpha,
+)
 from shiploop.rollout.readings import Reading
 from shiploop.spec import Guardrail, Limit, RolloutPolicy
 
@@ -61,7 +68,7 @@ def limit_breaches(limits: list[Limit], window: Reading, min_requests: int = 20)
                 breaches.append(f"error_rate {rate:.1%} over the last {window.requests} requests > limit {lim.max:.1%}")
         elif lim.kind == "latency":
             q = lim.quantile or 0.99
-            value_ms = _quantile_ms(window.buckets, q)
+            value_ms = bucket_quantile(window.buckets, q)
             if value_ms is not None and value_ms > lim.max * 1000:
                 breaches.append(f"latency p{q * 100:g} {value_ms:g} ms > limit {lim.max * 1000:g} ms")
         elif lim.numerator and lim.denominator:
@@ -69,13 +76,3 @@ def limit_breaches(limits: list[Limit], window: Reading, min_requests: int = 20)
             if c.trials >= min_requests and c.events / c.trials > lim.max:
                 breaches.append(f"{lim.metric} {c.events / c.trials:.1%} > limit {lim.max:.1%}")
     return breaches
-
-
-def _quantile_ms(buckets: tuple[tuple[float, int], ...], q: float) -> float | None:
-    total = buckets[-1][1] if buckets else 0
-    if total == 0:
-        return None
-    for ub, count in buckets:
-        if count >= q * total:
-            return ub
-    return buckets[-1][0]

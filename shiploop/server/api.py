@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from shiploop.errors import ShiploopError
 from shiploop.rollout.controller import RolloutController
 from shiploop.server.controlplane import ControlPlane
+from shiploop.server.observe import Observer
 
 
 class DeployRequest(BaseModel):
@@ -31,7 +32,11 @@ class HeaderRouteRequest(BaseModel):
 
 
 def create_app(
-    cp: ControlPlane, rollouts: RolloutController, token: str, on_shutdown: Callable[[], Awaitable[None]]
+    cp: ControlPlane,
+    rollouts: RolloutController,
+    observer: Observer,
+    token: str,
+    on_shutdown: Callable[[], Awaitable[None]],
 ) -> FastAPI:
     app = FastAPI(title="shiploop", version="0.1.0")
 
@@ -55,6 +60,8 @@ def create_app(
         for svc in data["services"]:
             latest = rollouts.latest(svc["name"])
             svc["rollout"] = latest.as_dict() if latest is not None else None
+            for v in svc["versions"]:
+                v["traffic"] = observer.summary(svc["name"], v["id"])
         return data
 
     @app.get("/v1/services/{service}/versions")

@@ -23,6 +23,7 @@ from shiploop.rollout.controller import RolloutController
 from shiploop.runtime.procs import free_port, is_running, process_start_time
 from shiploop.server.api import create_app
 from shiploop.server.controlplane import ControlPlane, state_dir_of
+from shiploop.server.observe import Observer
 
 
 def read_token(state_dir: Path) -> str:
@@ -66,11 +67,12 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
     except BaseException:
         await cp.shutdown()
         raise
-    cp.tick_hooks.append(rollouts.tick)
+    observer = Observer(cp)
+    cp.tick_hooks.extend([observer.tick, rollouts.tick])
     api_port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(cp, rollouts, token, shutdown),
+            create_app(cp, rollouts, observer, token, shutdown),
             host="127.0.0.1",
             port=api_port,
             log_level="warning",
@@ -95,6 +97,7 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
     await stop.wait()
     supervisor.cancel()
     await rollouts.close()
+    await observer.close()
     await cp.shutdown()
     server.should_exit = True
     await server_task
