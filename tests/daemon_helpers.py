@@ -64,16 +64,23 @@ class Project:
     def daemon_info(self) -> dict[str, int]:
         return dict(json.loads((self.root / ".shiploop" / "daemon.json").read_text()))
 
-    def recorded_processes(self) -> list[tuple[int, int]]:
-        """(pid, start time) of every replica and Envoy the store knows of."""
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
         db = sqlite3.connect(self.root / ".shiploop" / "state.db")
         try:
-            procs = [(int(p), int(s)) for p, s in db.execute("SELECT pid, start_time FROM replicas") if p]
-            row = db.execute("SELECT value FROM kv WHERE key='envoy'").fetchone()
+            return list(db.execute(sql))
         finally:
             db.close()
-        if row:
-            envoy = json.loads(row[0])
+
+    def envoy_info(self) -> dict[str, Any] | None:
+        """The Envoy the store records: pid, start_time, admin_port."""
+        rows = self._query("SELECT value FROM kv WHERE key='envoy'")
+        return dict(json.loads(rows[0][0])) if rows else None
+
+    def recorded_processes(self) -> list[tuple[int, int]]:
+        """(pid, start time) of every replica and Envoy the store knows of."""
+        procs = [(int(p), int(s)) for p, s in self._query("SELECT pid, start_time FROM replicas") if p]
+        envoy = self.envoy_info()
+        if envoy:
             procs.append((envoy["pid"], envoy["start_time"]))
         return procs
 

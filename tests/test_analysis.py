@@ -206,9 +206,7 @@ def test_srm_no_traffic_or_single_version() -> None:
 
 HARM = GuardrailResult("error_rate", harm_test(Counts(48, 1000), Counts(10, 10_000), 0.002, 0.05))
 CLEAN = GuardrailResult("error_rate", harm_test(Counts(5, 5000), Counts(10, 10_000), 0.002, 0.05))
-CLEAN_LARGE = GuardrailResult(
-    "error_rate", harm_test(Counts(50, 100_000), Counts(100, 200_000), 0.002, 0.05)
-)
+CLEAN_LARGE = GuardrailResult("error_rate", harm_test(Counts(50, 100_000), Counts(100, 200_000), 0.002, 0.05))
 SRM_BAD = srm_test({"stable": 5200, "canary": 4800}, {"stable": 1, "canary": 1})
 
 
@@ -268,9 +266,7 @@ def test_step_noninferiority() -> None:
     assert (d.action, d.rule) == ("wait", "noninferiority")
     d = evaluate_step(step(guardrails=[CLEAN], require_noninferiority=True, elapsed_s=600.0))
     assert (d.action, d.rule) == ("hold", "inconclusive")
-    d = evaluate_step(
-        step(guardrails=[CLEAN], require_noninferiority=True, elapsed_s=600.0, on_inconclusive="advance")
-    )
+    d = evaluate_step(step(guardrails=[CLEAN], require_noninferiority=True, elapsed_s=600.0, on_inconclusive="advance"))
     assert (d.action, d.rule) == ("advance", "inconclusive")
     d = evaluate_step(step(guardrails=[CLEAN_LARGE], require_noninferiority=True))
     assert (d.action, d.rule) == ("advance", "pass")

@@ -21,13 +21,11 @@ def margin(rate: float, runs: int) -> float:
     return 3.0 * math.sqrt(rate * (1.0 - rate) / runs)
 
 
-def rollouts(seed: int, runs: int, p_b: float, p_c: float, seconds: int, tolerance: float,
-             step_s: int | None = None) -> list[tuple[bool, int]]:
+def rollouts(
+    seed: int, runs: int, p_b: float, p_c: float, seconds: int, tolerance: float, step_s: int | None = None
+) -> list[tuple[bool, int]]:
     rng = random.Random(seed)
-    return [
-        simulate_rollout(rng, p_b, p_c, 100, RAMP, seconds, tolerance, ALPHA, step_s=step_s)
-        for _ in range(runs)
-    ]
+    return [simulate_rollout(rng, p_b, p_c, 100, RAMP, seconds, tolerance, ALPHA, step_s=step_s) for _ in range(runs)]
 
 
 def test_aa_false_rollbacks_within_alpha() -> None:
@@ -66,7 +64,9 @@ def test_broken_candidate_caught_in_seconds() -> None:
     runs = 200
     results = rollouts(seed=31, runs=runs, p_b=0.001, p_c=1.0, seconds=60, tolerance=0.002)
     times = [t for rolled, t in results if rolled]
-    print(f"\nbroken (100% errors) at 5% of 100 rps: caught {len(times)}/{runs}, "
-          f"median {statistics.median(times)} s, max {max(times)} s")
+    print(
+        f"\nbroken (100% errors) at 5% of 100 rps: caught {len(times)}/{runs}, "
+        f"median {statistics.median(times)} s, max {max(times)} s"
+    )
     assert len(times) == runs
     assert max(times) <= 10

@@ -169,9 +169,7 @@ def test_statuses_are_counted(server: _Server) -> None:
 def test_timeout_is_status_zero_and_an_error(server: _Server) -> None:
     started = time.monotonic()
     results: list[Result] = []
-    report = run_load_sync(
-        server.base + "/slow", rps=20, duration_s=0.25, timeout_s=0.2, on_result=results.append
-    )
+    report = run_load_sync(server.base + "/slow", rps=20, duration_s=0.25, timeout_s=0.2, on_result=results.append)
     assert time.monotonic() - started < 2.0
     assert report.total == 5
     assert report.status_counts == {0: 5}
@@ -223,8 +221,7 @@ def test_chunked_response_is_parsed(server: _Server) -> None:
     ("raw", "head_only", "body", "keep_alive"),
     [
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", False, b"hello", True),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x\r\nhi\r\n0\r\nT: 1\r\n\r\n",
-         False, b"hi", True),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x\r\nhi\r\n0\r\nT: 1\r\n\r\n", False, b"hi", True),
         (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", False, b"", True),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello", False, b"hello", False),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", True, b"", True),

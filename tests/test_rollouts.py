@@ -241,3 +241,27 @@ def test_mirror_rollout_rolls_back_a_failing_shadow_users_never_see_it(project: 
     assert outcome["last"]["candidate"]["requests"] > 0  # the shadow was judged on mirrored copies
     report = load.report()
     assert report.failed == 0, report.render()  # users only ever saw stable's answers
+
+
+@pytest.mark.slow
+def test_rollout_whose_evidence_is_lost_rolls_back_to_stable(project: Project):
+    """Daemon and Envoy both die mid-rollout: Envoy's counters restart at zero, so the
+    candidate's record cannot be accounted for, and the new daemon must not keep traffic on it."""
+    project.add_service("echo", "/echo/", extra=FAST_POLICY.replace("min_step: 3s", "min_step: 1m"))
+    project.cli("up", "--detach", "--port", str(project.port))
+    (project.root / "echo" / "README.txt").write_text("v2\n")
+    with background_load(f"{project.url}/echo/x", rps=50):
+        project.cli("rollout", "echo")
+        wait_until(lambda: rollout_state(project)["last"] is not None, 10, interval=0.3, what="a first evaluation")
+        daemon = project.daemon_info()
+        envoy = project.envoy_info()
+        assert envoy is not None
+        os.kill(daemon["pid"], signal.SIGKILL)
+        os.kill(envoy["pid"], signal.SIGKILL)
+        wait_until(lambda: not is_running(envoy["pid"], envoy["start_time"]), 5, what="envoy to die")
+        project.cli("up", "--detach")
+        r = project.cli("rollout", "status", "echo", "--wait", "--json", check=False, timeout=30)
+    assert r.returncode == 3, r.stdout + r.stderr
+    outcome = json.loads(r.stdout)
+    assert outcome["state"] == "rolled_back" and "cannot account" in outcome["reason"], outcome["reason"]
+    assert project.versions("echo")["stable"]["weight"] == 100

@@ -308,8 +308,7 @@ SERVICE_CASES: list[tuple[str, str, int, str, list[str]]] = [
     ),
     (
         "latency-bad-quantile",
-        MINIMAL
-        + "rollout:\n  guardrails:\n    - metric: latency\n      tolerance: 0.05\n      quantile: 95\n",
+        MINIMAL + "rollout:\n  guardrails:\n    - metric: latency\n      tolerance: 0.05\n      quantile: 95\n",
         8,
         "rollout.guardrails[0].quantile",
         ["quantile must be between 0 and 1"],
@@ -629,9 +628,7 @@ def test_project_without_services(tmp_path: Path) -> None:
     ("text", "prefix", "fragments"),
     [
         pytest.param("", "shiploop.yaml:1: file is empty", [], id="empty"),
-        pytest.param(
-            "name: Shop!\n", "shiploop.yaml:1: name: invalid project name", ["try 'shop'"], id="name"
-        ),
+        pytest.param("name: Shop!\n", "shiploop.yaml:1: name: invalid project name", ["try 'shop'"], id="name"),
         pytest.param(
             "name: shop\ngateway: {prot: 1}\n",
             "shiploop.yaml:2: gateway.prot: unknown field 'prot'",
@@ -650,9 +647,7 @@ def test_project_without_services(tmp_path: Path) -> None:
             [],
             id="duration",
         ),
-        pytest.param(
-            "name: shop\nservices: {}\n", "shiploop.yaml:2: services: unknown field", [], id="internal"
-        ),
+        pytest.param("name: shop\nservices: {}\n", "shiploop.yaml:2: services: unknown field", [], id="internal"),
     ],
 )
 def test_project_file_errors(tmp_path: Path, text: str, prefix: str, fragments: list[str]) -> None:
@@ -702,9 +697,7 @@ def test_explicit_route_clashes_with_default_route(tmp_path: Path) -> None:
             "b/service.yaml": "\nname: b\nrun: {command: [x]}\n",
         },
     )
-    assert_line(
-        err, "b/service.yaml:2: name: route prefix /b/ is claimed by both service 'a'", ["(a/service.yaml:4)"]
-    )
+    assert_line(err, "b/service.yaml:2: name: route prefix /b/ is claimed by both service 'a'", ["(a/service.yaml:4)"])
 
 
 def test_same_path_different_host_is_fine(tmp_path: Path) -> None:
@@ -718,7 +711,5 @@ def test_same_path_different_host_is_fine(tmp_path: Path) -> None:
 
 
 def test_service_error_inside_project_names_its_file(tmp_path: Path) -> None:
-    err = project_error(
-        tmp_path, {"shiploop.yaml": PROJECT, "web/api/service.yaml": MINIMAL + "replicas: 0\n"}
-    )
+    err = project_error(tmp_path, {"shiploop.yaml": PROJECT, "web/api/service.yaml": MINIMAL + "replicas: 0\n"})
     assert_line(err, "web/api/service.yaml:4: replicas: must be at least 1", [])
