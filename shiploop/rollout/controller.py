@@ -9,6 +9,7 @@ rollout whose candidate it cannot account for is ended with all traffic on stabl
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from shiploop.analysis import StepInputs, evaluate_step, srm_test
+from shiploop.analysis import StepDecision, StepInputs, evaluate_step, srm_test
 from shiploop.errors import ShiploopError
 from shiploop.metrics.app_source import scrape_app_metrics
 from shiploop.metrics.envoy_source import read_cluster_stats
@@ -31,6 +32,11 @@ from shiploop.spec import RolloutPolicy
 
 ACTIVE = ("pending", "progressing", "paused", "held")
 LIMIT_WINDOW_S = 10.0
+
+
+@dataclass
+class ReadingUnavailable(Exception):
+    """Envoy's counts for a version could not be read this time."""
 
 
 @dataclass
@@ -194,7 +200,7 @@ class RolloutController:
             await self.cp.set_weights(r.service, {r.candidate: weight, r.baseline: 100 - weight})
         elif policy.strategy == "ab" and policy.match is not None:
             await self.cp.set_header_route(r.service, policy.match.header, policy.match.value, r.candidate)
-        readings = await self._read(r)
+        readings = await self._read_retrying(r)
         now = self.clock()
         r.data["step_started_at"] = now
         r.data["step_readings"] = {v: rd.to_json() for v, rd in readings[0].items()}
@@ -218,6 +224,17 @@ class RolloutController:
         return f"a copy of all traffic to {r.candidate}; users see only {r.baseline}"
 
     # -- reading metrics ------------------------------------------------------------------------
+
+    async def _read_retrying(self, r: Rollout, attempts: int = 10) -> tuple[dict[str, Reading], list[str]]:
+        """A step's starting point must be a real reading: retry briefly, then give up loudly."""
+        for attempt in range(attempts):
+            try:
+                return await self._read(r)
+            except ReadingUnavailable as e:
+                if attempt == attempts - 1:
+                    raise ShiploopError(f"cannot read {r.service}'s metrics from envoy: {e}") from e
+                await asyncio.sleep(0.2)
+        raise AssertionError("unreachable")
 
     async def _read(self, r: Rollout) -> tuple[dict[str, Reading], list[str]]:
         """Cumulative readings of candidate and baseline now, and what could not be read."""
@@ -247,10 +264,10 @@ class RolloutController:
                 scrape = await scrape_app_metrics(self._http, self.cp.runtime.endpoints(r.service, version))
                 errors.extend(f"{version}: {e}" for e in scrape.errors)
                 app = scrape.counters
-            if t is not None:
-                out[version] = Reading(now, t.requests, t.errors_5xx, tuple(t.latency_buckets), app)
-            else:
-                out[version] = Reading(now, app=app)
+            if t is None:
+                # No Envoy counts is no evidence, never zero traffic.
+                raise ReadingUnavailable("; ".join(errors) or f"no envoy stats for {cluster}")
+            out[version] = Reading(now, t.requests, t.errors_5xx, tuple(t.latency_buckets), app)
         return out, errors
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -268,7 +285,11 @@ class RolloutController:
 
     async def evaluate(self, r: Rollout) -> None:
         policy = r.policy
-        readings, errors = await self._read(r)
+        try:
+            readings, errors = await self._read(r)
+        except ReadingUnavailable as e:
+            await self._no_reading(r, str(e))
+            return
         start = {v: Reading.from_json(d) for v, d in r.data["start_readings"].items()}
         step_start = {v: Reading.from_json(d) for v, d in r.data["step_readings"].items()}
         try:
@@ -330,6 +351,11 @@ class RolloutController:
             "source_errors": errors,
         }
         r.data["last"] = evidence
+        await self._act(r, decision, evidence)
+
+    async def _act(self, r: Rollout, decision: StepDecision, evidence: dict[str, Any]) -> None:
+        """Carry out a step decision: roll back, advance or promote, hold, or keep watching."""
+        policy = r.policy
         if decision.action == "rollback":
             await self._end(r, "rolled_back", decision.reason, evidence)
         elif decision.action == "advance":
@@ -354,6 +380,35 @@ class RolloutController:
         else:
             r.data.pop("holding", None)
             self._save(r)
+
+    async def _no_reading(self, r: Rollout, error: str) -> None:
+        """Envoy could not be read: wait for good data, or past max_step do what on_no_data says."""
+        policy = r.policy
+        decision = evaluate_step(
+            StepInputs(
+                elapsed_s=self.clock() - r.data["step_started_at"],
+                min_step_s=policy.min_step,
+                max_step_s=policy.max_step,
+                min_samples=policy.min_samples,
+                candidate_trials=0,
+                data_ok=False,
+                on_inconclusive=policy.on_inconclusive,
+                on_no_data=policy.on_no_data,
+            )
+        )
+        evidence = {
+            "action": decision.action,
+            "rule": decision.rule,
+            "reason": decision.reason,
+            "source_errors": [error],
+        }
+        if decision.action == "wait":
+            # Visible in `rollout status` (holding) and once in the events, until good data returns.
+            first = r.data.get("holding") != "data_error"
+            r.data["holding"] = "data_error"
+            self._save(r, "rollout-holding" if first else None, f"metrics unavailable: {error}", evidence)
+            return
+        await self._act(r, decision, evidence)
 
     # -- ending ---------------------------------------------------------------------------------------
 
