@@ -203,30 +203,16 @@ def harm_test(
     estimate = candidate.rate - baseline.rate
     enough = candidate.trials >= MIN_TRIALS and baseline.trials >= MIN_TRIALS
     if candidate.trials == 0 or baseline.trials == 0:
-        return HarmResult(
-            candidate,
-            baseline,
-            tolerance,
-            alpha,
-            t2,
-            estimate,
-            1.0,
-            -1.0,
-            0.0,
-            threshold,
-            harmful=False,
-            noninferior=False,
-            enough_data=False,
-            mixture=tau2s,
-        )
-    v = conservative_variance(candidate) + conservative_variance(baseline)
-    d = estimate - tolerance
-    log_lam = _log_lambda(d, v, tau2s)
-    # The bounds need a bisection for a mixture; simulations that only want the
-    # verdict skip it (bounds=False reports the trivial interval [-1, 1]).
-    h = _half_width(v, tau2s, alpha) if bounds else 2.0
-    upper = min(1.0, estimate + h)
-    lower = max(-1.0, estimate - h)
+        # An empty arm: no statistic, the whole interval, no verdict.
+        log_lam, upper, lower = 0.0, 1.0, -1.0
+    else:
+        v = conservative_variance(candidate) + conservative_variance(baseline)
+        log_lam = _log_lambda(estimate - tolerance, v, tau2s)
+        # The bounds need a bisection for a mixture; simulations that only want the
+        # verdict skip it (bounds=False reports the trivial interval [-1, 1]).
+        h = _half_width(v, tau2s, alpha) if bounds else 2.0
+        upper = min(1.0, estimate + h)
+        lower = max(-1.0, estimate - h)
     return HarmResult(
         candidate,
         baseline,
@@ -238,7 +224,7 @@ def harm_test(
         lower,
         log_lam,
         threshold,
-        harmful=d > 0.0 and log_lam >= threshold and candidate.trials >= MIN_HARM_TRIALS,
+        harmful=estimate > tolerance and log_lam >= threshold and candidate.trials >= MIN_HARM_TRIALS,
         noninferior=upper < tolerance,
         enough_data=enough,
         mixture=tau2s,
