@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -52,7 +53,7 @@ class Rollout:
     updated_at: float
     outcome_reason: str | None
 
-    @property
+    @functools.cached_property
     def policy(self) -> RolloutPolicy:
         return RolloutPolicy.model_validate_json(json.dumps(self.data["policy"]))
 
@@ -227,46 +228,45 @@ class RolloutController:
 
     async def _read_retrying(self, r: Rollout, attempts: int = 10) -> tuple[dict[str, Reading], list[str]]:
         """A step's starting point must be a real reading: retry briefly, then give up loudly."""
-        for attempt in range(attempts):
+        for _ in range(attempts - 1):
             try:
                 return await self._read(r)
-            except ReadingUnavailable as e:
-                if attempt == attempts - 1:
-                    raise ShiploopError(f"cannot read {r.service}'s metrics from envoy: {e}") from e
+            except ReadingUnavailable:
                 await asyncio.sleep(0.2)
-        raise AssertionError("unreachable")
+        try:
+            return await self._read(r)
+        except ReadingUnavailable as e:
+            raise ShiploopError(f"cannot read {r.service}'s metrics from envoy: {e}") from e
 
     async def _read(self, r: Rollout) -> tuple[dict[str, Reading], list[str]]:
-        """Cumulative readings of candidate and baseline now, and what could not be read."""
+        """Cumulative readings of candidate and baseline now, and the app metrics that could not be read.
+
+        Raises ReadingUnavailable when Envoy's counts are missing: no counts is no
+        evidence, never zero traffic.
+        """
         now = self.clock()
-        errors: list[str] = []
         admin = self.cp.gateway.admin
-        clusters = {v: cluster_name(r.service, v) for v in (r.candidate, r.baseline)}
-        traffic = {}
         if admin is None:
-            errors.append("envoy admin is not attached")
-        else:
-            try:
-                traffic = await read_cluster_stats(admin, list(clusters.values()))
-            except httpx.HTTPError as e:
-                errors.append(f"envoy stats: {type(e).__name__}")
+            raise ReadingUnavailable("envoy admin is not attached")
+        clusters = {v: cluster_name(r.service, v) for v in (r.candidate, r.baseline)}
+        try:
+            traffic = await read_cluster_stats(admin, list(clusters.values()))
+        except httpx.HTTPError as e:
+            raise ReadingUnavailable(f"envoy stats: {type(e).__name__}") from e
+        missing = [c for c in clusters.values() if c not in traffic]
+        if missing:
+            raise ReadingUnavailable(f"envoy has no stats for {', '.join(missing)}")
         policy = r.policy
-        wants_app = any(g.kind == "app_ratio" for g in policy.guardrails) or any(
-            lim.kind == "app_ratio" for lim in policy.limits
-        )
+        wants_app = any(m.kind == "app_ratio" for m in [*policy.guardrails, *policy.limits])
+        errors: list[str] = []
         out = {}
         for version, cluster in clusters.items():
-            t = traffic.get(cluster)
-            if t is None and admin is not None and not errors:
-                errors.append(f"envoy has no stats for {cluster}")
             app: dict[str, float] = {}
             if wants_app:
                 scrape = await scrape_app_metrics(self._http, self.cp.runtime.endpoints(r.service, version))
                 errors.extend(f"{version}: {e}" for e in scrape.errors)
                 app = scrape.counters
-            if t is None:
-                # No Envoy counts is no evidence, never zero traffic.
-                raise ReadingUnavailable("; ".join(errors) or f"no envoy stats for {cluster}")
+            t = traffic[cluster]
             out[version] = Reading(now, t.requests, t.errors_5xx, tuple(t.latency_buckets), app)
         return out, errors
 
@@ -316,28 +316,20 @@ class RolloutController:
                 {r.candidate: since_step[r.candidate].requests, r.baseline: since_step[r.baseline].requests},
                 {r.candidate: weight / 100, r.baseline: (100 - weight) / 100},
             )
-        elapsed = self.clock() - r.data["step_started_at"]
-        decision = evaluate_step(
-            StepInputs(
-                elapsed_s=elapsed,
-                min_step_s=policy.min_step,
-                max_step_s=policy.max_step,
-                min_samples=policy.min_samples,
-                candidate_trials=since_step[r.candidate].requests,
-                guardrails=guardrails,
-                limit_breaches=breaches,
-                srm=srm,
-                data_ok=not errors,
-                on_inconclusive=policy.on_inconclusive,
-                on_no_data=policy.on_no_data,
-                require_noninferiority=policy.require_noninferiority,
-            )
+        inputs = self._step_inputs(
+            r,
+            candidate_trials=since_step[r.candidate].requests,
+            guardrails=guardrails,
+            limit_breaches=breaches,
+            srm=srm,
+            data_ok=not errors,
         )
+        decision = evaluate_step(inputs)
         evidence = {
             "action": decision.action,
             "rule": decision.rule,
             "reason": decision.reason,
-            "elapsed_s": round(elapsed, 1),
+            "elapsed_s": round(inputs.elapsed_s, 1),
             "weight": weight,
             "candidate": {"requests": cand.requests, "errors": cand.errors},
             "baseline": {"requests": base.requests, "errors": base.errors},
@@ -381,21 +373,23 @@ class RolloutController:
             r.data.pop("holding", None)
             self._save(r)
 
+    def _step_inputs(self, r: Rollout, **measured: Any) -> StepInputs:
+        """The policy's rules and the step's clock, with what was measured this second."""
+        policy = r.policy
+        return StepInputs(
+            elapsed_s=self.clock() - r.data["step_started_at"],
+            min_step_s=policy.min_step,
+            max_step_s=policy.max_step,
+            min_samples=policy.min_samples,
+            on_inconclusive=policy.on_inconclusive,
+            on_no_data=policy.on_no_data,
+            require_noninferiority=policy.require_noninferiority,
+            **measured,
+        )
+
     async def _no_reading(self, r: Rollout, error: str) -> None:
         """Envoy could not be read: wait for good data, or past max_step do what on_no_data says."""
-        policy = r.policy
-        decision = evaluate_step(
-            StepInputs(
-                elapsed_s=self.clock() - r.data["step_started_at"],
-                min_step_s=policy.min_step,
-                max_step_s=policy.max_step,
-                min_samples=policy.min_samples,
-                candidate_trials=0,
-                data_ok=False,
-                on_inconclusive=policy.on_inconclusive,
-                on_no_data=policy.on_no_data,
-            )
-        )
+        decision = evaluate_step(self._step_inputs(r, candidate_trials=0, data_ok=False))
         evidence = {
             "action": decision.action,
             "rule": decision.rule,
