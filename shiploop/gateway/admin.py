@@ -15,10 +15,6 @@ class Histogram:
 
     buckets: tuple[tuple[float, int], ...]
 
-    @property
-    def total(self) -> int:
-        return self.buckets[-1][1] if self.buckets else 0
-
 
 class EnvoyAdmin:
     def __init__(self, port: int, timeout_s: float = 2.0) -> None:
@@ -62,12 +58,9 @@ class EnvoyAdmin:
                 out[h["name"]] = Histogram(buckets)
         return out
 
-    async def post(self, path: str) -> str:
-        r = await self._client.post(path)
-        return r.text
 
-
-_REJECTION = re.compile(r"config update rejected: (.*)$|rejected: (.*)$")
+# Envoy logs e.g. "Filesystem config update rejected: invalid perl operator: (?=".
+_REJECTION = re.compile(r"rejected: (.*)$")
 
 
 def rejection_reason(log_text: str) -> str | None:
@@ -76,5 +69,5 @@ def rejection_reason(log_text: str) -> str | None:
     for line in log_text.splitlines():
         m = _REJECTION.search(line)
         if m:
-            reason = (m.group(1) or m.group(2)).strip()
+            reason = m.group(1).strip()
     return reason

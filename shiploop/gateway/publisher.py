@@ -70,9 +70,6 @@ class Publisher:
             self.live = desired
             return PublishResult(gen, True, time.monotonic() - started)
 
-    def current_generation_dir(self) -> Path:
-        return self.xds_dir / "current"
-
     # -- files -------------------------------------------------------------
 
     def _last_generation_on_disk(self) -> int:

@@ -38,19 +38,6 @@ class RunConfig:
     health_path: str
     health_timeout_s: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "command": self.command,
-            "env": self.env,
-            "cwd": str(self.cwd),
-            "health_path": self.health_path,
-            "health_timeout_s": self.health_timeout_s,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        return cls(list(d["command"]), dict(d["env"]), Path(d["cwd"]), d["health_path"], float(d["health_timeout_s"]))
-
 
 @dataclass
 class Replica:
