@@ -134,9 +134,14 @@ def test_crashed_replica_is_restarted_and_recorded(project: Project):
     with httpx.Client() as c:
         for _ in range(30):
             c.get(f"{project.url}/echo/x")
-    events = httpx.get(f"http://127.0.0.1:{project.daemon_info()['api_port']}/v1/events").json()
-    crashes = [e for e in events if e["kind"] == "replica-crashed"]
-    assert crashes and "exit code 3" in crashes[0]["message"]
+    api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
+
+    def crashes() -> list[dict[str, Any]]:
+        return [e for e in httpx.get(f"{api}/v1/events").json() if e["kind"] == "replica-crashed"]
+
+    # The supervisor notices a crash on its next tick (every 0.5 s): wait for the record.
+    recorded = wait_until(crashes, 5, interval=0.1, what="the crash to be recorded")
+    assert "exit code 3" in recorded[0]["message"]
     wait_until(lambda: project.versions("echo")["stable"]["ready"] == 2, 15, what="replicas restarted")
 
 

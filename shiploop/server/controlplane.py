@@ -120,16 +120,23 @@ class ControlPlane:
 
     # -- desired state -> gateway -----------------------------------------------------------
 
-    def routing_state(self) -> RoutingState:
+    def _deployed_services(self) -> list[tuple[str, list[DeploymentRow], ServiceSpec]]:
+        """Per service (sorted): its deployments, and the spec whose routes apply (the stable version's)."""
         by_service: dict[str, list[DeploymentRow]] = {}
         for d in self.store.deployments():
             by_service.setdefault(d.service, []).append(d)
-        services = []
+        out = []
         for name, rows in sorted(by_service.items()):
             stable = next((d for d in rows if d.track == STABLE), rows[0])
+            out.append((name, rows, spec_from_json(stable.spec)))
+        return out
+
+    def routing_state(self) -> RoutingState:
+        services = []
+        for name, rows, spec in self._deployed_services():
             services.append(
                 ServiceRouting(
-                    spec_from_json(stable.spec),
+                    spec,
                     tuple(Placement(d.version, d.track, d.weight) for d in rows),
                     tuple(HeaderRoute(h, v, ver) for h, v, ver in self.store.header_routes(name)),
                 )
@@ -156,9 +163,9 @@ class ControlPlane:
         return version, load_service(version.path / "service.yaml", self.project.defaults)
 
     def _track(self, service: str, track: str) -> DeploymentRow:
-        for d in self.store.deployments(service):
-            if d.track == track:
-                return d
+        found = self._find_track(service, track)
+        if found is not None:
+            return found
         raise ShiploopError(
             f"{service} has no {track} version",
             hint=f"see: shiploop status; deploy one with: shiploop deploy {service}",
@@ -362,12 +369,9 @@ class ControlPlane:
 
     def status(self) -> dict[str, Any]:
         services = []
-        by_service: dict[str, list[DeploymentRow]] = {}
-        for d in self.store.deployments():
-            by_service.setdefault(d.service, []).append(d)
-        for name in sorted(by_service):
+        for name, rows, spec in self._deployed_services():
             versions = []
-            for d in by_service[name]:
+            for d in rows:
                 ready, total = self.runtime.counts(name, d.version)
                 versions.append(
                     {
@@ -380,7 +384,7 @@ class ControlPlane:
                     }
                 )
             header_routes = [{"header": h, "value": v, "version": ver} for h, v, ver in self.store.header_routes(name)]
-            routes = [r.describe() for r in spec_from_json(by_service[name][0].spec).routes]
+            routes = [r.describe() for r in spec.routes]
             services.append({"name": name, "versions": versions, "header_routes": header_routes, "routes": routes})
         return {
             "project": self.project.name,
