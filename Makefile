@@ -20,8 +20,9 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
+# Unit and integration tiers without the slow end-to-end tests.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m 'not slow'
+	$(BIN)/pytest -q -m 'not slow' tests/unit tests/integration
 
 lint: $(STAMP)
 	$(BIN)/ruff check shiploop tests bench examples

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shiploop.gateway.envoy import envoy_binary
-from shiploop.runtime.procs import free_port, terminate_group
+from shiploop.procs import free_port, terminate_group
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"

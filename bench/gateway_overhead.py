@@ -34,7 +34,7 @@ from bench.common import (
 from shiploop.gateway.gateway import Gateway
 from shiploop.gateway.model import Cluster, Endpoint, Match, Route, RoutingState, WeightedTarget
 from shiploop.loadgen import Result, run_load
-from shiploop.runtime.procs import free_port
+from shiploop.procs import free_port
 
 NAME = "gateway_overhead"
 

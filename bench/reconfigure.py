@@ -15,7 +15,7 @@ Two variants:
 - gateway: `await Gateway.publish(RoutingState)` in this process, two
   bench/fast_app.py replicas as the versions.
 - api: a real project (the `shiploop init` starter, `hello`, 2 replicas per
-  version) run by the daemon (`python -m shiploop.server.daemon`, as
+  version) run by the daemon (`python -m shiploop.daemon`, as
   `shiploop up` does); a canary is deployed through the API, then each flip is
   `POST /v1/services/hello/weights` with the bearer token. This is the number
   the control plane promises: from API call to Envoy serving the new weights.
@@ -41,9 +41,9 @@ from shiploop.gateway.gateway import Gateway
 from shiploop.gateway.model import Cluster, Endpoint, Match, Route, RoutingState, WeightedTarget
 from shiploop.gateway.render import VERSION_HEADER
 from shiploop.loadgen import HttpClient, RequestError
-from shiploop.runtime.procs import free_port, terminate_group
-from shiploop.server.controlplane import state_dir_of, teardown_without_daemon
-from shiploop.server.daemon import running_daemon
+from shiploop.paths import running_daemon, state_dir_of
+from shiploop.procs import free_port, terminate_group
+from shiploop.server.controlplane import teardown_without_daemon
 
 NAME = "reconfigure"
 POLL_INTERVAL_S = 0.001
@@ -179,7 +179,7 @@ async def api_variant(flips: int, work: Path) -> dict[str, Any]:
     log = work / "daemon.log"
     with open(log, "ab") as out:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "shiploop.server.daemon", str(root), "--port", str(gateway_port)],
+            [sys.executable, "-m", "shiploop.daemon", str(root), "--port", str(gateway_port)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -410,7 +410,7 @@ SHIPLOOP = [sys.executable, "-m", "shiploop.cli"]
 
 class RealProject:
     def __init__(self, root: Path) -> None:
-        from shiploop.runtime.procs import free_port
+        from shiploop.procs import free_port
 
         self.root = root
         self.port = free_port()

@@ -39,7 +39,7 @@ from shiploop.gateway import render
 from shiploop.gateway.gateway import Gateway
 from shiploop.gateway.model import Cluster, Endpoint, Match, Route, RoutingState, WeightedTarget
 from shiploop.gateway.publisher import _STAT_PATTERN
-from shiploop.runtime.procs import free_port
+from shiploop.procs import free_port
 
 NAME = "scale"
 ROUTES_PER_SERVICE = 5

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from shiploop.loadgen import LoadGenerator, LoadReport, Result
-from shiploop.runtime.procs import free_port
+from shiploop.procs import free_port
 
 SHOP = Path(__file__).resolve().parent / "shop"
 VERSION_HEADER = "x-shiploop-version"

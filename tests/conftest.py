@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shiploop.runtime.procs import free_port, terminate_group
+from shiploop.procs import free_port, terminate_group
 
 APPS = Path(__file__).parent / "apps"
 
@@ -81,3 +81,17 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     lp = asyncio.new_event_loop()
     yield lp
     lp.close()
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tiers by directory: tests/unit (no processes), tests/integration (real Envoy
+    and daemon), tests/e2e (whole rollouts under load, marked slow)."""
+    for item in items:
+        tier = next((t for t in TIERS if f"/tests/{t}/" in str(item.path)), None)
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
+        if tier == "e2e":
+            item.add_marker(pytest.mark.slow)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shiploop.runtime.procs import free_port, is_running
+from shiploop.procs import free_port, is_running
 
 APPS = Path(__file__).parent / "apps"
 SHIPLOOP = [sys.executable, "-m", "shiploop.cli"]

@@ -8,8 +8,7 @@ from typing import Any
 import httpx
 
 from shiploop.errors import ShiploopError
-from shiploop.server.controlplane import state_dir_of
-from shiploop.server.daemon import running_daemon
+from shiploop.paths import running_daemon, state_dir_of
 
 
 def find_root(start: Path) -> Path:

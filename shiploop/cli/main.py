@@ -18,9 +18,9 @@ from shiploop.cli import rollout_view
 from shiploop.cli.client import DaemonClient, find_root
 from shiploop.cli.starter import write_starter
 from shiploop.errors import ShiploopError
-from shiploop.runtime.procs import is_running
-from shiploop.server.controlplane import state_dir_of, teardown_without_daemon
-from shiploop.server.daemon import running_daemon
+from shiploop.paths import running_daemon, state_dir_of
+from shiploop.procs import is_running
+from shiploop.server.controlplane import teardown_without_daemon
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ship a service version, prove it on real traffic.")
 console = Console()
@@ -56,7 +56,7 @@ def up(
     root = find_root(Path.cwd())
     if running_daemon(root):
         raise ShiploopError("shiploop is already running for this project", hint="see: shiploop status")
-    args = [sys.executable, "-m", "shiploop.server.daemon", str(root)] + (["--port", str(port)] if port else [])
+    args = [sys.executable, "-m", "shiploop.daemon", str(root)] + (["--port", str(port)] if port else [])
     if not detach:
         os.execv(sys.executable, args)  # the daemon in the foreground; Ctrl-C stops everything
     log = state_dir_of(root) / "logs" / "daemon.log"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from shiploop.errors import ShiploopError
 from shiploop.gateway import render
-from shiploop.runtime.procs import process_start_time, terminate_group
+from shiploop.procs import process_start_time, terminate_group
 
 
 def envoy_binary() -> str:

@@ -11,7 +11,7 @@ from shiploop.gateway.admin import EnvoyAdmin
 from shiploop.gateway.envoy import EnvoyProcess, start_envoy
 from shiploop.gateway.model import PublishResult, RoutingState
 from shiploop.gateway.publisher import Publisher
-from shiploop.runtime.procs import free_port
+from shiploop.procs import free_port
 
 
 class Gateway:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from shiploop.errors import ShiploopError
-from shiploop.runtime.procs import free_port, is_running, process_start_time, reap_later, terminate_group
+from shiploop.procs import free_port, is_running, process_start_time, reap_later, terminate_group
 from shiploop.store import ReplicaRow, Store
 
 _BACKOFF_S = (0.5, 1, 2, 4, 8, 16, 30)

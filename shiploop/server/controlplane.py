@@ -20,19 +20,17 @@ from shiploop.errors import ShiploopError
 from shiploop.gateway.envoy import EnvoyProcess
 from shiploop.gateway.gateway import Gateway
 from shiploop.gateway.model import RoutingState
+from shiploop.naming import Track, cluster_name
+from shiploop.paths import state_dir_of
 from shiploop.runtime.local import LocalRuntime, RunConfig
-from shiploop.server.routing import HeaderRoute, Placement, ServiceRouting, build_routing_state, cluster_name
+from shiploop.server.routing import HeaderRoute, Placement, ServiceRouting, build_routing_state
 from shiploop.spec import ProjectSpec, ServiceSpec, load_project, load_service
 from shiploop.store import DeploymentRow, Store
 from shiploop.versions import Version, snapshot
 
-STABLE, CANARY, SHADOW = "stable", "canary", "shadow"
+STABLE, CANARY, SHADOW = Track.STABLE, Track.CANARY, Track.SHADOW
 READY_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 10.0
-
-
-def state_dir_of(root: Path) -> Path:
-    return root / ".shiploop"
 
 
 def run_config(spec: ServiceSpec) -> RunConfig:
@@ -468,7 +466,7 @@ def _check_port_free(port: int) -> None:
 
 def teardown_without_daemon(root: Path) -> int:
     """`down` when no daemon answers (it crashed): end what the store says is running."""
-    from shiploop.runtime.procs import is_running, terminate_group
+    from shiploop.procs import is_running, terminate_group
 
     db = state_dir_of(root) / "state.db"
     if not db.exists():

@@ -9,8 +9,8 @@ import httpx
 
 from shiploop.analysis import bucket_quantile
 from shiploop.metrics.sampler import MetricsSampler, Target
+from shiploop.naming import cluster_name
 from shiploop.server.controlplane import ControlPlane
-from shiploop.server.routing import cluster_name
 
 WINDOW_S = 10.0
 

@@ -16,14 +16,8 @@ from shiploop.gateway.model import (
     RoutingState,
     WeightedTarget,
 )
+from shiploop.naming import Track, cluster_name
 from shiploop.spec import ServiceSpec
-
-SHADOW = "shadow"
-
-
-def cluster_name(service: str, version: str) -> str:
-    # Service names never hold "_", so the split back is unambiguous.
-    return f"{service}_{version}"
 
 
 @dataclass(frozen=True)
@@ -87,9 +81,9 @@ def build_routing_state(
         weighted = tuple(
             WeightedTarget(cluster_name(spec.name, p.version), p.weight, f"{spec.name}@{p.version}")
             for p in svc.placements
-            if p.track != SHADOW and p.weight > 0
+            if p.track != Track.SHADOW and p.weight > 0
         )
-        mirrors = tuple(cluster_name(spec.name, p.version) for p in svc.placements if p.track == SHADOW)
+        mirrors = tuple(cluster_name(spec.name, p.version) for p in svc.placements if p.track == Track.SHADOW)
         for i, rs in enumerate(spec.routes):
             match = Match(
                 prefix=rs.prefix,

@@ -1,4 +1,4 @@
-"""The control-plane daemon process: `python -m shiploop.server.daemon ROOT [--port N]`.
+"""The control-plane daemon process: `python -m shiploop.daemon ROOT [--port N]`.
 
 It writes .shiploop/daemon.json once it serves, so the CLI can find it, and
 removes it when it exits. Stopping the daemon (down) stops everything; a crash
@@ -18,11 +18,12 @@ from pathlib import Path
 
 import uvicorn
 
+from shiploop.daemon.app import create_app
 from shiploop.errors import ShiploopError
+from shiploop.paths import running_daemon
+from shiploop.procs import free_port, process_start_time
 from shiploop.rollout.controller import RolloutController
-from shiploop.runtime.procs import free_port, is_running, process_start_time
-from shiploop.server.api import create_app
-from shiploop.server.controlplane import ControlPlane, state_dir_of
+from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import Observer
 
 
@@ -34,16 +35,6 @@ def read_token(state_dir: Path) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
-
-
-def running_daemon(root: Path) -> dict[str, int] | None:
-    """The live daemon's {pid, start_time, api_port}, or None."""
-    path = state_dir_of(root) / "daemon.json"
-    try:
-        info = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return info if is_running(info["pid"], info["start_time"]) else None
 
 
 async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:

@@ -24,7 +24,7 @@ from shiploop.gateway.model import (
     RoutingState,
     WeightedTarget,
 )
-from shiploop.runtime.procs import free_port
+from shiploop.procs import free_port
 from tests.conftest import App, wait_until
 
 

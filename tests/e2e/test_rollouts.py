@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from shiploop.loadgen import background_load
-from shiploop.runtime.procs import is_running
+from shiploop.procs import is_running
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project
 

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from shiploop.procs import free_port
 from shiploop.rollout.judge import guardrail_results
 from shiploop.rollout.readings import Reading
-from shiploop.runtime.procs import free_port
 from shiploop.spec import load_project
 from tests.conftest import wait_until
 

@@ -20,7 +20,7 @@ from shiploop.metrics.counters import ReplicaCounters, advance_traffic, bucket_i
 from shiploop.metrics.envoy_source import VersionTraffic, read_cluster_stats
 from shiploop.metrics.prom_text import PromParseError, Sample, parse, parse_exposition
 from shiploop.metrics.sampler import MetricsSampler, Target
-from shiploop.runtime.procs import free_port
+from shiploop.procs import free_port
 from tests.conftest import App, wait_until
 
 # --- the parser ---------------------------------------------------------------------------------

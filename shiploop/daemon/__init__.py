@@ -1,0 +1,1 @@
+"""The composition root: wires store, runtime, gateway and controllers; serves the API."""

@@ -1,0 +1,5 @@
+import sys
+
+from shiploop.daemon.main import main
+
+sys.exit(main())
