@@ -24,13 +24,15 @@ from shiploop.analysis import StepDecision, StepInputs, evaluate_step, srm_test
 from shiploop.errors import ShiploopError
 from shiploop.metrics.app_source import scrape_app_metrics
 from shiploop.metrics.envoy_source import read_cluster_stats
-from shiploop.naming import cluster_name
+from shiploop.naming import Track, cluster_name
 from shiploop.rollout.judge import guardrail_results, limit_breaches
 from shiploop.rollout.notify import call_webhooks, send_alerts
 from shiploop.rollout.readings import CountersReset, Reading
-from shiploop.server.controlplane import CANARY, SHADOW, STABLE, ControlPlane, spec_from_json
+from shiploop.server.controlplane import ControlPlane
+from shiploop.server.specs import spec_from_json
 from shiploop.spec import RolloutPolicy
 
+STABLE, CANARY, SHADOW = Track.STABLE, Track.CANARY, Track.SHADOW
 ACTIVE = ("pending", "progressing", "paused", "held")
 LIMIT_WINDOW_S = 10.0
 

@@ -211,10 +211,23 @@ class Store:
 
     # -- events ------------------------------------------------------------------
 
-    def event(self, service: str | None, kind: str, message: str, evidence: dict[str, Any] | None = None) -> None:
+    def event(
+        self,
+        service: str | None,
+        kind: str,
+        message: str,
+        evidence: dict[str, Any] | None = None,
+        ts: float | None = None,
+    ) -> None:
         self.db.execute(
             "INSERT INTO events(ts, service, kind, message, evidence) VALUES (?, ?, ?, ?, ?)",
-            (time.time(), service, kind, message, json.dumps(evidence) if evidence is not None else None),
+            (
+                time.time() if ts is None else ts,
+                service,
+                kind,
+                message,
+                json.dumps(evidence) if evidence is not None else None,
+            ),
         )
 
     def events(self, service: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

@@ -1,0 +1,124 @@
+"""What every job of the control plane shares: its parts, its lock and clock, and the lookups they all need.
+
+The jobs (lifecycle, mutations, views, supervision) each take this context;
+none of them builds a part of its own, so tests and the daemon decide what runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shiploop.errors import NotFound, ShiploopError
+from shiploop.gateway.gateway import Gateway
+from shiploop.gateway.model import RoutingState
+from shiploop.naming import Track
+from shiploop.paths import ProjectPaths
+from shiploop.runtime.local import LocalRuntime
+from shiploop.server.routing import HeaderRoute, Placement, ServiceRouting, build_routing_state
+from shiploop.server.specs import spec_from_json
+from shiploop.spec import ProjectSpec, ServiceSpec, load_project, load_service
+from shiploop.store import DeploymentRow, Store
+from shiploop.versions import Version, snapshot
+
+
+@dataclass
+class PlaneContext:
+    paths: ProjectPaths
+    project: ProjectSpec
+    store: Store
+    runtime: LocalRuntime
+    gateway: Gateway
+    port: int  # the gateway's listener
+    clock: Callable[[], float]  # wall clock for every record and decision
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one mutation of desired state at a time
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def event(self, service: str | None, kind: str, message: str, evidence: dict[str, Any] | None = None) -> None:
+        self.store.event(service, kind, message, evidence, ts=self.clock())
+
+    # -- the project and its versions --------------------------------------------------------
+
+    def service(self, name: str) -> ServiceSpec:
+        # Re-read the project: the user edits code and service.yaml between commands.
+        self.project = load_project(self.paths.root)
+        if name not in self.project.services:
+            known = ", ".join(self.project.services) or "none"
+            raise NotFound(f"unknown service '{name}'", hint=f"services in this project: {known}")
+        return self.project.services[name]
+
+    def snapshot(self, spec: ServiceSpec) -> tuple[Version, ServiceSpec]:
+        version = snapshot(spec.name, spec.directory, self.paths.versions)
+        self.store.add_version(spec.name, version.id, version.path)
+        return version, load_service(version.path / "service.yaml", self.project.defaults)
+
+    # -- deployments ---------------------------------------------------------------------------
+
+    def find_track(self, service: str, track: Track) -> DeploymentRow | None:
+        return next((d for d in self.store.deployments(service) if d.track == track), None)
+
+    def track(self, service: str, track: Track) -> DeploymentRow:
+        found = self.find_track(service, track)
+        if found is not None:
+            return found
+        raise NotFound(
+            f"{service} has no {track} version",
+            hint=f"see: shiploop status; deploy one with: shiploop deploy {service}",
+        )
+
+    def resolve(self, service: str, ref: str) -> DeploymentRow:
+        """A deployed version by id, unique prefix, `service@id`, or track name."""
+        ref = ref.split("@", 1)[1] if "@" in ref else ref
+        deployed = self.store.deployments(service)
+        by_track = [d for d in deployed if d.track == ref]
+        if by_track:
+            return by_track[0]
+        matches = [d for d in deployed if d.version.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        ids = ", ".join(d.version for d in deployed) or "none"
+        if not matches:
+            raise NotFound(f"{service} has no deployed version matching '{ref}'", hint=f"deployed: {ids}")
+        raise ShiploopError(
+            f"'{ref}' matches several versions of {service}", hint=f"use more characters of one of: {ids}"
+        )
+
+    def deployed_services(self) -> list[tuple[str, list[DeploymentRow], ServiceSpec]]:
+        """Per service (sorted): its deployments, and the spec whose routes apply (the stable version's)."""
+        by_service: dict[str, list[DeploymentRow]] = {}
+        for d in self.store.deployments():
+            by_service.setdefault(d.service, []).append(d)
+        out = []
+        for name, rows in sorted(by_service.items()):
+            stable = next((d for d in rows if d.track == Track.STABLE), rows[0])
+            out.append((name, rows, spec_from_json(stable.spec)))
+        return out
+
+    # -- desired state -> gateway ------------------------------------------------------------
+
+    def routing_state(self) -> RoutingState:
+        services = []
+        for name, rows, spec in self.deployed_services():
+            services.append(
+                ServiceRouting(
+                    spec,
+                    tuple(Placement(d.version, d.track, d.weight) for d in rows),
+                    tuple(HeaderRoute(h, v, ver) for h, v, ver in self.store.header_routes(name)),
+                )
+            )
+        return build_routing_state(services, self.runtime.endpoints, self.port)
+
+    async def publish(self) -> int:
+        result = await self.gateway.publish(self.routing_state())
+        return result.generation
+
+    def in_background(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

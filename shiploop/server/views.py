@@ -1,0 +1,66 @@
+"""Read-only views of the control plane for the API: status, versions, log files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shiploop.server.context import PlaneContext
+
+
+class Views:
+    def __init__(self, ctx: PlaneContext) -> None:
+        self.ctx = ctx
+
+    def status(self) -> dict[str, Any]:
+        ctx = self.ctx
+        services = []
+        for name, rows, spec in ctx.deployed_services():
+            versions = []
+            for d in rows:
+                ready, total = ctx.runtime.counts(name, d.version)
+                versions.append(
+                    {
+                        "id": d.version,
+                        "track": d.track,
+                        "weight": d.weight,
+                        "ready": ready,
+                        "replicas": total,
+                        "state": d.state,
+                    }
+                )
+            header_routes = [{"header": h, "value": v, "version": ver} for h, v, ver in ctx.store.header_routes(name)]
+            routes = [r.describe() for r in spec.routes]
+            services.append({"name": name, "versions": versions, "header_routes": header_routes, "routes": routes})
+        return {
+            "project": ctx.project.name,
+            "gateway": ctx.gateway_url,
+            "services": services,
+            "generation": ctx.gateway.publisher.generation,
+        }
+
+    def versions(self, service: str) -> list[dict[str, Any]]:
+        ctx = self.ctx
+        ctx.service(service)
+        deployed = {d.version: d for d in ctx.store.deployments(service)}
+        out = []
+        for v in ctx.store.versions(service):
+            d = deployed.get(v["id"])
+            out.append(
+                {
+                    "id": v["id"],
+                    "created_at": v["created_at"],
+                    "track": d.track if d else None,
+                    "weight": d.weight if d else None,
+                }
+            )
+        return out
+
+    def log_files(self, service: str, ref: str | None) -> list[str]:
+        ctx = self.ctx
+        ctx.service(service)
+        version = ctx.resolve(service, ref).version if ref else None
+        return [
+            str(r.log_path)
+            for r in ctx.runtime.replicas
+            if r.service == service and (version is None or r.version == version)
+        ]
