@@ -25,7 +25,7 @@ from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
 
-SHOP = Path(__file__).resolve().parents[1] / "examples" / "shop"
+SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 _SCRIPT = Path(sys.executable).parent / "shiploop"
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from shiploop.cli.main import main; main()"]
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{version="([^"]*)"\} (\S+)$', re.MULTILINE)
