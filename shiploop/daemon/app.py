@@ -58,8 +58,7 @@ def create_app(
     async def status() -> dict[str, Any]:
         data = cp.status()
         for svc in data["services"]:
-            latest = rollouts.latest(svc["name"])
-            svc["rollout"] = latest.as_dict() if latest is not None else None
+            svc["rollout"] = rollouts.latest_view(svc["name"])
             for v in svc["versions"]:
                 v["traffic"] = observer.summary(svc["name"], v["id"])
         return data
@@ -107,10 +106,10 @@ def create_app(
     @app.get("/v1/services/{service}/rollout")
     async def rollout_status(service: str) -> dict[str, Any]:
         cp.service(service)
-        r = rollouts.latest(service)
+        r = rollouts.latest_view(service)
         if r is None:
             raise ShiploopError(f"{service} has had no rollout yet", hint=f"start one: shiploop rollout {service}")
-        return r.as_dict()
+        return r
 
     @app.get("/v1/services/{service}/rollouts")
     async def rollout_history(service: str, limit: int = 20) -> list[dict[str, Any]]:

@@ -19,10 +19,10 @@ from pathlib import Path
 import uvicorn
 
 from shiploop.daemon.app import create_app
+from shiploop.daemon.rollouts import rollout_controller
 from shiploop.errors import ShiploopError
 from shiploop.paths import running_daemon
 from shiploop.procs import free_port, process_start_time
-from shiploop.rollout.controller import RolloutController
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import Observer
 
@@ -51,7 +51,7 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
         if announce:
             print(f"... {msg}", flush=True)
 
-    rollouts = RolloutController(cp)
+    rollouts, readings = rollout_controller(cp)
     try:
         await cp.start(progress)
         await rollouts.resume_after_restart()
@@ -87,7 +87,7 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     supervisor.cancel()
-    await rollouts.close()
+    await readings.aclose()
     await observer.close()
     await cp.shutdown()
     server.should_exit = True

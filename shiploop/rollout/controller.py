@@ -1,495 +1,342 @@
-"""The rollout controller: a persisted state machine that moves traffic step by step.
+"""The rollout controller: a thin loop that reads, asks the pure core, and acts.
 
 States: pending -> progressing (step k) <-> paused -> promoted | rolled_back |
 failed | aborted, and held (waiting for a person: resume, promote or abort).
 Every transition is written to SQLite before anything else happens and is an
-event holding its evidence, so a restarted daemon resumes from the row; a
+event holding its evidence, so a restarted daemon resumes from the record; a
 rollout whose candidate it cannot account for is ended with all traffic on stable.
+
+Everything it touches is passed in: the store, the deployments (the control
+plane), the readings source, the notifier, the clock and sleep.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import functools
-import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-
-from shiploop.analysis import StepDecision, StepInputs, evaluate_step, srm_test
 from shiploop.errors import ShiploopError
-from shiploop.metrics.app_source import scrape_app_metrics
-from shiploop.metrics.envoy_source import read_cluster_stats
-from shiploop.naming import Track, cluster_name
-from shiploop.rollout.judge import guardrail_results, limit_breaches
-from shiploop.rollout.notify import call_webhooks, send_alerts
-from shiploop.rollout.readings import CountersReset, Reading
-from shiploop.server.controlplane import ControlPlane
-from shiploop.server.specs import spec_from_json
-from shiploop.spec import RolloutPolicy
+from shiploop.naming import ACTIVE_ROLLOUT_STATES, RolloutState, Track
+from shiploop.rollout.core import Move, Verdict, judge
+from shiploop.rollout.notify import HttpNotifier
+from shiploop.rollout.ports import Deployments, Notifier, ReadingSource
+from shiploop.rollout.readings import Observation, Reading, ReadingUnavailable
+from shiploop.rollout.record import RolloutRecord, StepRecord
+from shiploop.rollout.view import rollout_view
+from shiploop.store.db import Store
 
-STABLE, CANARY, SHADOW = Track.STABLE, Track.CANARY, Track.SHADOW
-ACTIVE = ("pending", "progressing", "paused", "held")
-LIMIT_WINDOW_S = 10.0
-
-
-@dataclass
-class ReadingUnavailable(Exception):
-    """Envoy's counts for a version could not be read this time."""
-
-
-@dataclass
-class Rollout:
-    id: int
-    service: str
-    candidate: str
-    baseline: str
-    state: str
-    step: int
-    data: dict[str, Any]
-    started_at: float
-    updated_at: float
-    outcome_reason: str | None
-
-    @functools.cached_property
-    def policy(self) -> RolloutPolicy:
-        return RolloutPolicy.model_validate_json(json.dumps(self.data["policy"]))
-
-    def weight(self) -> int:
-        policy = self.policy
-        return policy.steps[self.step] if policy.strategy == "canary" else 0
-
-    def as_dict(self) -> dict[str, Any]:
-        policy = self.data["policy"]
-        return {
-            "id": self.id,
-            "service": self.service,
-            "candidate": self.candidate,
-            "baseline": self.baseline,
-            "state": self.state,
-            "step": self.step,
-            "steps": policy["steps"],
-            "strategy": policy["strategy"],
-            "weight": self.weight(),
-            "started_at": self.started_at,
-            "updated_at": self.updated_at,
-            "reason": self.outcome_reason,
-            "last": self.data.get("last"),
-            "holding": self.data.get("holding"),
-        }
+EVAL_INTERVAL_S = 1.0
+# The state a rollout passes through while its traffic moves, and the event it ends with.
+_TRANSIENT = {RolloutState.PROMOTED: RolloutState.PROMOTING}
+_ENDED_EVENT = {
+    RolloutState.PROMOTED: "rollout-promoted",
+    RolloutState.ROLLED_BACK: "rollout-rolled-back",
+    RolloutState.FAILED: "rollout-failed",
+    RolloutState.ABORTED: "rollout-aborted",
+}
 
 
 class RolloutController:
-    def __init__(self, cp: ControlPlane, clock: Callable[[], float] = time.time) -> None:
-        self.cp = cp
-        self.store = cp.store
+    def __init__(
+        self,
+        store: Store,
+        deployments: Deployments,
+        readings: ReadingSource,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.deployments = deployments
+        self.readings = readings
+        self.notifier: Notifier = notifier or HttpNotifier()
         self.clock = clock
-        self._windows: dict[int, collections.deque[Reading]] = {}
+        self.sleep = sleep
+        self._windows: dict[int, tuple[Reading, ...]] = {}  # the limit window of each rollout, in memory
         self._last_eval: dict[int, float] = {}
-        self._http = httpx.AsyncClient(timeout=2.0)
 
-    async def close(self) -> None:
-        await self._http.aclose()
+    # -- records ------------------------------------------------------------------------------------
 
-    # -- persistence ---------------------------------------------------------------------
+    def get(self, rollout_id: int) -> RolloutRecord:
+        row = self.store.rollout(rollout_id)
+        if row is None:
+            raise ShiploopError(f"no rollout #{rollout_id}")
+        return RolloutRecord.from_row(row)
 
-    def _row(self, row: Any) -> Rollout:
-        return Rollout(
-            row["id"],
-            row["service"],
-            row["candidate"],
-            row["baseline"],
-            row["state"],
-            row["step"],
-            json.loads(row["data"]),
-            row["started_at"],
-            row["updated_at"],
-            row["outcome_reason"],
-        )
+    def latest(self, service: str) -> RolloutRecord | None:
+        rows = self.store.rollouts(service, limit=1)
+        return RolloutRecord.from_row(rows[0]) if rows else None
 
-    def get(self, rollout_id: int) -> Rollout:
-        row = self.store.db.execute("SELECT * FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
-        return self._row(row)
+    def active(self) -> list[RolloutRecord]:
+        return [RolloutRecord.from_row(r) for r in self.store.rollouts_in(ACTIVE_ROLLOUT_STATES)]
 
-    def latest(self, service: str) -> Rollout | None:
-        row = self.store.db.execute(
-            "SELECT * FROM rollouts WHERE service=? ORDER BY id DESC LIMIT 1", (service,)
-        ).fetchone()
-        return self._row(row) if row else None
+    def view(self, r: RolloutRecord) -> dict[str, Any]:
+        """What `rollout status` shows (and `--json` prints): the record with its progress explained."""
+        return rollout_view(r, self.clock(), self.deployments.sample_url(r.service))
 
-    def active(self) -> list[Rollout]:
-        marks = ",".join("?" * len(ACTIVE))
-        rows = self.store.db.execute(f"SELECT * FROM rollouts WHERE state IN ({marks}) ORDER BY id", ACTIVE)
-        return [self._row(r) for r in rows]
+    def latest_view(self, service: str) -> dict[str, Any] | None:
+        r = self.latest(service)
+        return self.view(r) if r is not None else None
 
     def history(self, service: str, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self.store.db.execute(
-            "SELECT * FROM rollouts WHERE service=? ORDER BY id DESC LIMIT ?", (service, limit)
-        ).fetchall()
-        return [self._row(r).as_dict() for r in rows]
+        return [self.view(RolloutRecord.from_row(row)) for row in self.store.rollouts(service, limit)]
 
     def _save(
-        self, r: Rollout, event: str | None = None, message: str = "", evidence: dict[str, Any] | None = None
+        self, r: RolloutRecord, event: str | None = None, message: str = "", evidence: dict[str, Any] | None = None
     ) -> None:
         r.updated_at = self.clock()
         with self.store.transaction():
-            self.store.db.execute(
-                "UPDATE rollouts SET state=?, step=?, data=?, updated_at=?, outcome_reason=? WHERE id=?",
-                (r.state, r.step, json.dumps(r.data), r.updated_at, r.outcome_reason, r.id),
-            )
+            self.store.update_rollout(r.id, r.state, r.step, r.data_json(), r.updated_at, r.reason)
             if event:
                 self.store.event(
-                    r.service, event, message, {"rollout": r.id, "state": r.state, "step": r.step, **(evidence or {})}
+                    r.service,
+                    event,
+                    message,
+                    {"rollout": r.id, "state": str(r.state), "step": r.step, **(evidence or {})},
                 )
 
-    # -- starting ----------------------------------------------------------------------------
+    # -- starting ----------------------------------------------------------------------------------------
 
     async def start(self, service: str) -> dict[str, Any]:
         current = self.latest(service)
-        if current is not None and current.state in ACTIVE:
+        if current is not None and current.active:
             raise ShiploopError(
                 f"{service} already has rollout #{current.id} ({current.state})",
                 hint=f"follow it: shiploop rollout status {service}; or end it: shiploop rollout abort {service}",
             )
-        spec = self.cp.service(service)
-        track = SHADOW if spec.rollout.strategy == "mirror" else CANARY
-        deployed = await self.cp.deploy(service, weight=0, track=track)
+        spec = self.deployments.service(service)
+        track = Track.SHADOW if spec.rollout.strategy == "mirror" else Track.CANARY
+        deployed = await self.deployments.deploy(service, 0, track)
         candidate = deployed["version"]
-        rows = {d.version: d for d in self.store.deployments(service)}
-        baseline = next(d.version for d in rows.values() if d.track == STABLE)
+        baseline = next(d.version for d in self.deployments.deployments(service) if d.track == Track.STABLE)
         # The policy ships with the code: the candidate's own service.yaml decides how it is judged.
-        policy = spec_from_json(rows[candidate].spec).rollout
+        policy = self.deployments.deployed_policy(service, candidate)
         now = self.clock()
-        cur = self.store.db.execute(
-            "INSERT INTO rollouts(service, candidate, baseline, state, step, data, started_at, updated_at)"
-            " VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
-            (service, candidate, baseline, json.dumps({"policy": json.loads(policy.model_dump_json())}), now, now),
-        )
-        r = self.get(int(cur.lastrowid or 0))
+        r = RolloutRecord(0, service, candidate, baseline, policy, RolloutState.PENDING, now, now)
+        r.id = self.store.insert_rollout(service, candidate, baseline, r.state, r.data_json(), now)
         self._save(
             r, "rollout-started", f"rollout #{r.id}: {service}@{candidate} against {baseline} ({policy.strategy})"
         )
-        failure = await call_webhooks(policy.webhooks, "pre-rollout", self._payload(r))
+        failure = await self.notifier.webhooks(policy.webhooks, "pre-rollout", self._payload(r))
         if failure:
-            await self._end(r, "failed", failure, {})
-            return r.as_dict()
+            await self._end(r, RolloutState.FAILED, failure, "webhook", {})
+            return self.view(r)
         await self._enter_step(r, 0)
-        return self.get(r.id).as_dict()
+        return self.view(self.get(r.id))
 
-    def _payload(self, r: Rollout) -> dict[str, Any]:
+    def _payload(self, r: RolloutRecord) -> dict[str, Any]:
         return {
             "service": r.service,
             "candidate": r.candidate,
             "baseline": r.baseline,
             "rollout": r.id,
             "step": r.step,
-            "weight": r.weight(),
+            "weight": r.weight,
         }
 
-    async def _enter_step(self, r: Rollout, k: int) -> None:
+    async def _enter_step(self, r: RolloutRecord, k: int) -> None:
         policy = r.policy
         if k > 0:
-            failure = await call_webhooks(policy.webhooks, "step", {**self._payload(r), "next_step": k})
+            failure = await self.notifier.webhooks(policy.webhooks, "step", {**self._payload(r), "next_step": k})
             if failure:
-                await self._end(r, "rolled_back", failure, {})
+                await self._end(r, RolloutState.ROLLED_BACK, failure, "webhook", {})
                 return
-        r.step = k
+        weight = r.weight_of(k)
         if policy.strategy == "canary":
-            weight = policy.steps[k]
-            await self.cp.set_weights(r.service, {r.candidate: weight, r.baseline: 100 - weight})
+            await self.deployments.set_weights(r.service, {r.candidate: weight, r.baseline: 100 - weight})
         elif policy.strategy == "ab" and policy.match is not None:
-            await self.cp.set_header_route(r.service, policy.match.header, policy.match.value, r.candidate)
-        readings = await self._read_retrying(r)
+            await self.deployments.set_header_route(r.service, policy.match.header, policy.match.value, r.candidate)
+        start = await self._read_retrying(r)
         now = self.clock()
-        r.data["step_started_at"] = now
-        r.data["step_readings"] = {v: rd.to_json() for v, rd in readings[0].items()}
-        if k == 0:
-            r.data["start_readings"] = r.data["step_readings"]
-        r.state = "progressing"
-        r.data.pop("holding", None)
-        self._save(
-            r,
-            "rollout-step",
-            f"step {k + 1}/{len(policy.steps) if policy.strategy == 'canary' else 1}: {self._describe_split(r)}",
-            {"weight": r.weight()},
-        )
+        r.steps.append(StepRecord(k, weight, now, start.readings, clock_from=now))
+        self._windows.pop(r.id, None)
+        r.state = RolloutState.PROGRESSING
+        r.holding = None
+        self._save(r, "rollout-step", f"step {k + 1}/{r.step_count}: {self._describe_split(r)}", {"weight": weight})
 
-    def _describe_split(self, r: Rollout) -> str:
+    def _describe_split(self, r: RolloutRecord) -> str:
         policy = r.policy
         if policy.strategy == "canary":
-            return f"{r.weight()}% to {r.candidate}"
+            return f"{r.weight}% to {r.candidate}"
         if policy.strategy == "ab" and policy.match:
             return f"requests with {policy.match.header}: {policy.match.value} to {r.candidate}"
         return f"a copy of all traffic to {r.candidate}; users see only {r.baseline}"
 
-    # -- reading metrics ------------------------------------------------------------------------
+    async def _read(self, r: RolloutRecord) -> Observation:
+        return await self.readings.read(r.service, r.candidate, r.baseline, r.policy)
 
-    async def _read_retrying(self, r: Rollout, attempts: int = 10) -> tuple[dict[str, Reading], list[str]]:
+    async def _read_retrying(self, r: RolloutRecord, attempts: int = 10) -> Observation:
         """A step's starting point must be a real reading: retry briefly, then give up loudly."""
         for _ in range(attempts - 1):
             try:
                 return await self._read(r)
             except ReadingUnavailable:
-                await asyncio.sleep(0.2)
+                await self.sleep(0.2)
         try:
             return await self._read(r)
         except ReadingUnavailable as e:
             raise ShiploopError(f"cannot read {r.service}'s metrics from envoy: {e}") from e
 
-    async def _read(self, r: Rollout) -> tuple[dict[str, Reading], list[str]]:
-        """Cumulative readings of candidate and baseline now, and the app metrics that could not be read.
-
-        Raises ReadingUnavailable when Envoy's counts are missing: no counts is no
-        evidence, never zero traffic.
-        """
-        now = self.clock()
-        admin = self.cp.gateway.admin
-        if admin is None:
-            raise ReadingUnavailable("envoy admin is not attached")
-        clusters = {v: cluster_name(r.service, v) for v in (r.candidate, r.baseline)}
-        try:
-            traffic = await read_cluster_stats(admin, list(clusters.values()))
-        except httpx.HTTPError as e:
-            raise ReadingUnavailable(f"envoy stats: {type(e).__name__}") from e
-        missing = [c for c in clusters.values() if c not in traffic]
-        if missing:
-            raise ReadingUnavailable(f"envoy has no stats for {', '.join(missing)}")
-        policy = r.policy
-        wants_app = any(m.kind == "app_ratio" for m in [*policy.guardrails, *policy.limits])
-        errors: list[str] = []
-        out = {}
-        for version, cluster in clusters.items():
-            app: dict[str, float] = {}
-            if wants_app:
-                scrape = await scrape_app_metrics(self._http, self.cp.runtime.endpoints(r.service, version))
-                errors.extend(f"{version}: {e}" for e in scrape.errors)
-                app = scrape.counters
-            t = traffic[cluster]
-            out[version] = Reading(now, t.requests, t.errors_5xx, tuple(t.latency_buckets), app)
-        return out, errors
-
-    # -- the loop ------------------------------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------------------------------------
 
     async def tick(self) -> None:
-        """Called by the daemon's supervisor; evaluates each progressing rollout about once a second."""
+        """Called by the daemon's supervisor; judges each progressing rollout about once a second."""
         for r in self.active():
-            if r.state != "progressing":
+            if r.state != RolloutState.PROGRESSING:
                 continue
             now = self.clock()
-            if now - self._last_eval.get(r.id, 0.0) < 1.0:
+            if now - self._last_eval.get(r.id, float("-inf")) < EVAL_INTERVAL_S:
                 continue
             self._last_eval[r.id] = now
             await self.evaluate(r)
 
-    async def evaluate(self, r: Rollout) -> None:
-        policy = r.policy
+    async def evaluate(self, r: RolloutRecord) -> Verdict:
+        observed: Observation | ReadingUnavailable
         try:
-            readings, errors = await self._read(r)
+            observed = await self._read(r)
         except ReadingUnavailable as e:
-            await self._no_reading(r, str(e))
-            return
-        start = {v: Reading.from_json(d) for v, d in r.data["start_readings"].items()}
-        step_start = {v: Reading.from_json(d) for v, d in r.data["step_readings"].items()}
-        try:
-            since_start = {v: readings[v].minus(start[v]) for v in readings}
-            since_step = {v: readings[v].minus(step_start[v]) for v in readings}
-        except CountersReset as e:
-            await self._end(r, "rolled_back", f"cannot account for the candidate: {e}", {})
-            return
-        cand, base = since_start[r.candidate], since_start[r.baseline]
-        guardrails = guardrail_results(policy, cand, base)
-        window = self._windows.setdefault(r.id, collections.deque())
-        window.append(readings[r.candidate])
-        while window and window[0].ts < readings[r.candidate].ts - LIMIT_WINDOW_S:
-            window.popleft()
-        try:
-            recent = readings[r.candidate].minus(window[0])
-        except CountersReset:
-            recent = Reading(self.clock())
-        breaches = limit_breaches(policy.limits, recent)
-        srm = None
-        weight = r.weight()
-        if policy.strategy == "canary" and 0 < weight < 100:
-            srm = srm_test(
-                {r.candidate: since_step[r.candidate].requests, r.baseline: since_step[r.baseline].requests},
-                {r.candidate: weight / 100, r.baseline: (100 - weight) / 100},
-            )
-        inputs = self._step_inputs(
-            r,
-            candidate_trials=since_step[r.candidate].requests,
-            guardrails=guardrails,
-            limit_breaches=breaches,
-            srm=srm,
-            data_ok=not errors,
-        )
-        decision = evaluate_step(inputs)
-        evidence = {
-            "action": decision.action,
-            "rule": decision.rule,
-            "reason": decision.reason,
-            "elapsed_s": round(inputs.elapsed_s, 1),
-            "weight": weight,
-            "candidate": {"requests": cand.requests, "errors": cand.errors},
-            "baseline": {"requests": base.requests, "errors": base.errors},
-            "step_requests": {
-                "candidate": since_step[r.candidate].requests,
-                "baseline": since_step[r.baseline].requests,
-            },
-            "guardrails": [{"name": g.name, "detail": g.detail, **g.result.as_dict()} for g in guardrails],
-            "limits": breaches,
-            "srm": srm.as_dict() if srm else None,
-            "source_errors": errors,
-        }
-        r.data["last"] = evidence
-        await self._act(r, decision, evidence)
+            observed = e
+        verdict = judge(r, observed, self.clock(), self._windows.get(r.id, ()))
+        self._windows[r.id] = verdict.window
+        r.last = verdict.evidence
+        await self._act(r, verdict)
+        return verdict
 
-    async def _act(self, r: Rollout, decision: StepDecision, evidence: dict[str, Any]) -> None:
-        """Carry out a step decision: roll back, advance or promote, hold, or keep watching."""
-        policy = r.policy
-        if decision.action == "rollback":
-            await self._end(r, "rolled_back", decision.reason, evidence)
-        elif decision.action == "advance":
-            last_step = policy.strategy != "canary" or r.step + 1 >= len(policy.steps)
-            if last_step:
-                await self._end(r, "promoted", decision.reason, evidence)
-            else:
-                self._save(r, "rollout-advance", decision.reason, evidence)
-                await self._enter_step(r, r.step + 1)
-        elif decision.action == "hold" and decision.rule in ("srm", "data_error"):
-            # Passing trouble: keep the traffic where it is and look again next second.
-            if r.data.get("holding") != decision.rule:
-                r.data["holding"] = decision.rule
-                self._save(r, "rollout-holding", decision.reason, evidence)
-            else:
-                self._save(r)
-        elif decision.action == "hold":
-            r.state = "held"
-            r.outcome_reason = decision.reason
-            self._save(r, "rollout-held", decision.reason, evidence)
-            await self._alert(r, "held", decision.reason)
+    async def _act(self, r: RolloutRecord, v: Verdict) -> None:
+        """Carry out a verdict: roll back, advance or promote, hold, or keep watching."""
+        if v.move is Move.ROLLBACK:
+            self._close_step(r, v)
+            await self._end(r, RolloutState.ROLLED_BACK, v.reason, v.rule, v.evidence)
+        elif v.move is Move.PROMOTE:
+            self._close_step(r, v)
+            await self._end(r, RolloutState.PROMOTED, v.reason, v.rule, v.evidence)
+        elif v.move is Move.ADVANCE:
+            self._close_step(r, v)
+            self._save(r, "rollout-advance", v.reason, v.evidence)
+            await self._enter_step(r, r.step + 1)
+        elif v.move is Move.HOLDING:
+            # Passing trouble: keep the traffic where it is and look again next second;
+            # one event when it starts (and `rollout status` shows it) until it clears.
+            first = r.holding != v.rule
+            r.holding = v.rule
+            self._save(r, "rollout-holding" if first else None, v.reason, v.evidence)
+        elif v.move is Move.HELD:
+            r.state = RolloutState.HELD
+            r.reason, r.rule = v.reason, v.rule
+            self._save(r, "rollout-held", v.reason, v.evidence)
+            await self._alert(r, "held", v.reason)
         else:
-            r.data.pop("holding", None)
+            if r.holding is not None:
+                self.store.event(r.service, "rollout-hold-cleared", f"{r.holding} cleared", {"rollout": r.id})
+            r.holding = None
             self._save(r)
 
-    def _step_inputs(self, r: Rollout, **measured: Any) -> StepInputs:
-        """The policy's rules and the step's clock, with what was measured this second."""
-        policy = r.policy
-        return StepInputs(
-            elapsed_s=self.clock() - r.data["step_started_at"],
-            min_step_s=policy.min_step,
-            max_step_s=policy.max_step,
-            min_samples=policy.min_samples,
-            on_inconclusive=policy.on_inconclusive,
-            on_no_data=policy.on_no_data,
-            require_noninferiority=policy.require_noninferiority,
-            **measured,
-        )
+    def _close_step(self, r: RolloutRecord, v: Verdict | None = None) -> None:
+        step = r.current
+        if step is not None and step.ended_at is None:
+            step.ended_at = self.clock()
+            step.end = v.readings if v is not None else None
 
-    async def _no_reading(self, r: Rollout, error: str) -> None:
-        """Envoy could not be read: wait for good data, or past max_step do what on_no_data says."""
-        decision = evaluate_step(self._step_inputs(r, candidate_trials=0, data_ok=False))
-        evidence = {
-            "action": decision.action,
-            "rule": decision.rule,
-            "reason": decision.reason,
-            "source_errors": [error],
-        }
-        if decision.action == "wait":
-            # Visible in `rollout status` (holding) and once in the events, until good data returns.
-            first = r.data.get("holding") != "data_error"
-            r.data["holding"] = "data_error"
-            self._save(r, "rollout-holding" if first else None, f"metrics unavailable: {error}", evidence)
-            return
-        await self._act(r, decision, evidence)
+    # -- ending -------------------------------------------------------------------------------------------
 
-    # -- ending ---------------------------------------------------------------------------------------
-
-    async def _end(self, r: Rollout, outcome: str, reason: str, evidence: dict[str, Any]) -> None:
-        policy = r.policy
+    async def _end(
+        self, r: RolloutRecord, outcome: RolloutState, reason: str, rule: str, evidence: dict[str, Any]
+    ) -> None:
         # Persist the decision first: a crash between here and the traffic move is
-        # finished by resume(), which sees a terminal state and a live candidate.
-        r.state = {"promoted": "promoting", "rolled_back": "rolling_back"}.get(outcome, "rolling_back")
-        r.outcome_reason = reason
+        # finished by resume_after_restart(), which sees where it was heading.
+        self._close_step(r)
+        r.state = _TRANSIENT.get(outcome, RolloutState.ROLLING_BACK)
+        r.ending = outcome
+        r.reason, r.rule = reason, rule
         self._save(r)
+        await self._finish(r, evidence)
+
+    async def _finish(self, r: RolloutRecord, evidence: dict[str, Any], message: str | None = None) -> None:
+        outcome = r.ending or (
+            RolloutState.PROMOTED if r.state == RolloutState.PROMOTING else RolloutState.ROLLED_BACK
+        )
         await self._apply_outcome(r, outcome)
         r.state = outcome
-        self._save(r, f"rollout-{outcome.replace('_', '-')}", reason, evidence)
+        r.ending = None
+        self._save(r, _ENDED_EVENT[outcome], message or r.reason or "", {"rule": r.rule, **evidence})
         self._windows.pop(r.id, None)
-        await call_webhooks(policy.webhooks, "post-rollout", {**self._payload(r), "outcome": outcome})
-        await self._alert(r, "promoted" if outcome == "promoted" else "rollback", reason)
+        self._last_eval.pop(r.id, None)
+        await self.notifier.webhooks(r.policy.webhooks, "post-rollout", {**self._payload(r), "outcome": outcome})
+        await self._alert(r, "promoted" if outcome == RolloutState.PROMOTED else "rollback", r.reason or "")
 
-    async def _apply_outcome(self, r: Rollout, outcome: str) -> None:
+    async def _apply_outcome(self, r: RolloutRecord, outcome: RolloutState) -> None:
         policy = r.policy
         if policy.strategy == "ab" and policy.match is not None:
             try:
-                await self.cp.remove_header_route(r.service, policy.match.header, policy.match.value)
+                await self.deployments.remove_header_route(r.service, policy.match.header, policy.match.value)
             except ShiploopError:
                 pass  # already gone
-        deployed = {d.version: d for d in self.store.deployments(r.service)}
-        if r.candidate not in deployed or deployed[r.candidate].track not in (CANARY, SHADOW):
+        deployed = {d.version: d for d in self.deployments.deployments(r.service)}
+        if r.candidate not in deployed or deployed[r.candidate].track not in (Track.CANARY, Track.SHADOW):
             return
-        if outcome == "promoted":
-            await self.cp.promote(r.service, reason=f"rollout #{r.id}")
+        if outcome == RolloutState.PROMOTED:
+            await self.deployments.promote(r.service, f"rollout #{r.id}")
         else:
-            await self.cp.rollback(r.service, reason=f"rollout #{r.id}: {r.outcome_reason}")
+            await self.deployments.rollback(r.service, f"rollout #{r.id}: {r.reason}")
 
-    async def _alert(self, r: Rollout, event: str, reason: str) -> None:
+    async def _alert(self, r: RolloutRecord, event: str, reason: str) -> None:
         text = f"shiploop: {r.service}@{r.candidate} {event.replace('rollback', 'rolled back')}: {reason}"
-        failures = await send_alerts(r.policy.alerts, event, text, self._payload(r))
+        failures = await self.notifier.alerts(r.policy.alerts, event, text, self._payload(r))
         for f in failures:
             self.store.event(r.service, "alert-failed", f, {"rollout": r.id})
 
-    # -- commands -------------------------------------------------------------------------------------
+    # -- commands -------------------------------------------------------------------------------------------
 
-    def _current(self, service: str) -> Rollout:
+    def _current(self, service: str) -> RolloutRecord:
         r = self.latest(service)
-        if r is None or r.state not in ACTIVE:
+        if r is None or not r.active:
             raise ShiploopError(f"{service} has no rollout in progress", hint=f"start one: shiploop rollout {service}")
         return r
 
     async def pause(self, service: str) -> dict[str, Any]:
         r = self._current(service)
-        r.state = "paused"
+        r.state = RolloutState.PAUSED
         self._save(r, "rollout-paused", "paused by hand")
-        return r.as_dict()
+        return self.view(r)
 
     async def resume(self, service: str) -> dict[str, Any]:
         r = self._current(service)
-        if r.state in ("paused", "held"):
-            # The step's clock starts again; its evidence (since the rollout began) is kept.
-            r.state = "progressing"
-            r.data["step_started_at"] = self.clock()
-            r.outcome_reason = None
+        if r.state in (RolloutState.PAUSED, RolloutState.HELD):
+            # The step's clock starts again; its evidence (every step's readings) is kept.
+            r.state = RolloutState.PROGRESSING
+            if r.current is not None:
+                r.current.clock_from = self.clock()
+            r.reason = r.rule = None
             self._save(r, "rollout-resumed", "resumed by hand")
-        return r.as_dict()
+        return self.view(r)
 
     async def abort(self, service: str) -> dict[str, Any]:
         r = self._current(service)
-        await self._end(r, "aborted", "aborted by hand", r.data.get("last") or {})
-        return self.get(r.id).as_dict()
+        await self._end(r, RolloutState.ABORTED, "aborted by hand", "by_hand", r.last or {})
+        return self.view(self.get(r.id))
 
     async def promote_now(self, service: str) -> dict[str, Any]:
         r = self._current(service)
-        await self._end(r, "promoted", "promoted by hand", r.data.get("last") or {})
-        return self.get(r.id).as_dict()
+        await self._end(r, RolloutState.PROMOTED, "promoted by hand", "by_hand", r.last or {})
+        return self.view(self.get(r.id))
 
     async def resume_after_restart(self) -> None:
         """A new daemon: finish what a dead one left half done; never keep an unaccounted candidate."""
-        for r in self.active() + self._unfinished():
-            deployed = {d.version: d for d in self.store.deployments(r.service)}
-            if r.state in ("promoting", "rolling_back"):
-                await self._apply_outcome(r, "promoted" if r.state == "promoting" else "rolled_back")
-                r.state = "promoted" if r.state == "promoting" else "rolled_back"
-                self._save(r, f"rollout-{r.state.replace('_', '-')}", f"finished after a restart: {r.outcome_reason}")
-            elif r.candidate not in deployed or "start_readings" not in r.data:
-                await self._end(r, "failed", "the daemon restarted and cannot account for the candidate", {})
+        unfinished = self.store.rollouts_in((RolloutState.PROMOTING, RolloutState.ROLLING_BACK))
+        for r in self.active() + [RolloutRecord.from_row(row) for row in unfinished]:
+            deployed = {d.version for d in self.deployments.deployments(r.service)}
+            if r.state in (RolloutState.PROMOTING, RolloutState.ROLLING_BACK):
+                await self._finish(r, {}, f"finished after a restart: {r.reason}")
+            elif r.candidate not in deployed or not r.steps:
+                why = "is no longer deployed" if r.candidate not in deployed else "has no step readings"
+                await self._end(
+                    r,
+                    RolloutState.FAILED,
+                    f"the daemon restarted and cannot account for the candidate: {r.candidate} {why}",
+                    "lost_evidence",
+                    {},
+                )
             else:
                 self._save(r, "rollout-resumed", "resumed after a daemon restart")
-
-    def _unfinished(self) -> list[Rollout]:
-        rows = self.store.db.execute("SELECT * FROM rollouts WHERE state IN ('promoting', 'rolling_back')")
-        return [self._row(x) for x in rows]

@@ -1,6 +1,13 @@
-"""A rollout policy applied to the deltas of candidate and baseline: guardrails and limits."""
+"""A rollout policy applied to the deltas of candidate and baseline: guardrails and limits.
+
+`guardrail_results` takes the evidence step by step (strata): the weights
+change between steps, so a statistic that stratifies by step can replace the
+plain sum here without any caller changing.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from shiploop.analysis import (
     Counts,
@@ -10,7 +17,7 @@ from shiploop.analysis import (
     latency_exceedance,
     per_guardrail_alpha,
 )
-from shiploop.rollout.readings import Reading
+from shiploop.rollout.readings import Reading, Stratum
 from shiploop.spec import Guardrail, Limit, RolloutPolicy
 
 
@@ -20,8 +27,14 @@ def _app_counts(r: Reading, numerator: str, denominator: str) -> Counts:
     return Counts(min(num, den), den)
 
 
-def guardrail_results(policy: RolloutPolicy, candidate: Reading, baseline: Reading) -> list[GuardrailResult]:
-    """Each guardrail as an anytime-valid harm test; alpha is split across them (Bonferroni)."""
+def guardrail_results(policy: RolloutPolicy, strata: Sequence[Stratum]) -> list[GuardrailResult]:
+    """Each guardrail as an anytime-valid harm test; alpha is split across them (Bonferroni).
+
+    For now the strata are summed: the counts since the rollout began.
+    """
+    candidate, baseline = Reading(0.0), Reading(0.0)
+    for s in strata:
+        candidate, baseline = candidate.plus(s.candidate), baseline.plus(s.baseline)
     alpha = per_guardrail_alpha(policy.alpha, max(1, len(policy.guardrails)))
     out = []
     for g in policy.guardrails:

@@ -38,3 +38,13 @@ async def send_alerts(alerts: list[Alert], event: str, text: str, payload: dict[
         except httpx.HTTPError as e:
             failures.append(f"alert {alert.url} failed: {type(e).__name__}")
     return failures
+
+
+class HttpNotifier:
+    """The Notifier the daemon uses: webhooks and alerts over HTTP."""
+
+    async def webhooks(self, hooks: list[Webhook], when: str, payload: dict[str, Any]) -> str | None:
+        return await call_webhooks(hooks, when, payload)
+
+    async def alerts(self, alerts: list[Alert], event: str, text: str, payload: dict[str, Any]) -> list[str]:
+        return await send_alerts(alerts, event, text, payload)

@@ -10,7 +10,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,35 @@ class ReplicaRow:
     start_time: int | None
     restarts: int
     log_path: str
+
+
+@dataclass
+class RolloutRow:
+    id: int
+    service: str
+    candidate: str
+    baseline: str
+    state: str
+    step: int
+    data: dict[str, Any]  # the rollout record's body (policy, steps, ...), owned by shiploop.rollout
+    started_at: float
+    updated_at: float
+    outcome_reason: str | None
+
+
+def _rollout_row(r: sqlite3.Row) -> RolloutRow:
+    return RolloutRow(
+        r["id"],
+        r["service"],
+        r["candidate"],
+        r["baseline"],
+        r["state"],
+        r["step"],
+        json.loads(r["data"]),
+        r["started_at"],
+        r["updated_at"],
+        r["outcome_reason"],
+    )
 
 
 class Store:
@@ -208,6 +237,43 @@ class Store:
             "SELECT header, value, version FROM header_routes WHERE service=? ORDER BY header, value", (service,)
         )
         return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- rollouts ------------------------------------------------------------------
+
+    def insert_rollout(self, service: str, candidate: str, baseline: str, state: str, data: str, now: float) -> int:
+        """A new rollout row at step 0; `data` is the record's body as JSON. Returns its id."""
+        cur = self.db.execute(
+            "INSERT INTO rollouts(service, candidate, baseline, state, step, data, started_at, updated_at)"
+            " VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+            (service, candidate, baseline, state, data, now, now),
+        )
+        return int(cur.lastrowid or 0)
+
+    def update_rollout(
+        self, rollout_id: int, state: str, step: int, data: str, updated_at: float, outcome_reason: str | None
+    ) -> None:
+        self.db.execute(
+            "UPDATE rollouts SET state=?, step=?, data=?, updated_at=?, outcome_reason=? WHERE id=?",
+            (state, step, data, updated_at, outcome_reason, rollout_id),
+        )
+
+    def rollout(self, rollout_id: int) -> RolloutRow | None:
+        row = self.db.execute("SELECT * FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
+        return _rollout_row(row) if row else None
+
+    def rollouts(self, service: str, limit: int = 20) -> list[RolloutRow]:
+        """The service's rollouts, newest first."""
+        rows = self.db.execute(
+            "SELECT * FROM rollouts WHERE service=? ORDER BY id DESC LIMIT ?", (service, limit)
+        ).fetchall()
+        return [_rollout_row(r) for r in rows]
+
+    def rollouts_in(self, states: Iterable[str]) -> list[RolloutRow]:
+        """Every service's rollouts in one of `states`, oldest first."""
+        wanted = [str(s) for s in states]
+        marks = ",".join("?" * len(wanted))
+        rows = self.db.execute(f"SELECT * FROM rollouts WHERE state IN ({marks}) ORDER BY id", wanted).fetchall()
+        return [_rollout_row(r) for r in rows]
 
     # -- events ------------------------------------------------------------------
 

@@ -1,0 +1,68 @@
+"""Wiring the rollout controller to the control plane: the `Deployments` and `ReadingSource` it drives."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from shiploop.rollout.controller import RolloutController
+from shiploop.rollout.envoy_readings import EnvoyReadings
+from shiploop.server.controlplane import ControlPlane, spec_from_json
+from shiploop.spec import RolloutPolicy, ServiceSpec
+from shiploop.spec.models import default_route
+from shiploop.store.db import DeploymentRow
+
+
+class ControlPlaneDeployments:
+    """The control plane seen through rollout.ports.Deployments."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    def service(self, name: str) -> ServiceSpec:
+        return self.cp.service(name)
+
+    def deployments(self, service: str) -> Sequence[DeploymentRow]:
+        return self.cp.store.deployments(service)
+
+    def deployed_policy(self, service: str, version: str) -> RolloutPolicy:
+        row = next(d for d in self.cp.store.deployments(service) if d.version == version)
+        return spec_from_json(row.spec).rollout
+
+    def sample_url(self, service: str) -> str | None:
+        try:
+            spec = self.cp.service(service)
+        except Exception:  # a service removed from the project: no hint, not an error
+            return None
+        routes = [r.model_dump() for r in spec.routes] or [default_route(service)]
+        for r in routes:
+            if r.get("prefix") and not r.get("host") and not r.get("headers") and not r.get("methods"):
+                return f"{self.cp.gateway_url}{r['prefix']}"
+            if r.get("path") and not r.get("host") and not r.get("headers") and not r.get("methods"):
+                return f"{self.cp.gateway_url}{r['path']}"
+        return None
+
+    async def deploy(self, service: str, weight: int, track: str) -> dict[str, Any]:
+        return await self.cp.deploy(service, weight=weight, track=track)
+
+    async def set_weights(self, service: str, requested: dict[str, int]) -> dict[str, int]:
+        return await self.cp.set_weights(service, requested)
+
+    async def set_header_route(self, service: str, header: str, value: str, ref: str) -> dict[str, str]:
+        return await self.cp.set_header_route(service, header, value, ref)
+
+    async def remove_header_route(self, service: str, header: str, value: str | None) -> int:
+        return await self.cp.remove_header_route(service, header, value)
+
+    async def promote(self, service: str, reason: str) -> dict[str, Any]:
+        return await self.cp.promote(service, reason=reason)
+
+    async def rollback(self, service: str, reason: str) -> dict[str, Any]:
+        return await self.cp.rollback(service, reason=reason)
+
+
+def rollout_controller(cp: ControlPlane) -> tuple[RolloutController, EnvoyReadings]:
+    """The controller the daemon runs, and its readings source (close it with `aclose` at shutdown)."""
+    readings = EnvoyReadings(lambda: cp.gateway.admin, cp.runtime.endpoints, clock=time.time)
+    return RolloutController(cp.store, ControlPlaneDeployments(cp), readings, clock=time.time), readings

@@ -1,0 +1,61 @@
+"""What the rollout controller needs from the rest of the system, as protocols.
+
+`rollout` sits below nothing that runs things: the daemon (the composition
+root) passes the control plane as `Deployments`, Envoy plus the apps' /metrics
+as `ReadingSource`, and HTTP hooks as `Notifier`. Tests pass fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from shiploop.rollout.readings import Observation
+from shiploop.spec import Alert, RolloutPolicy, ServiceSpec, Webhook
+from shiploop.store.db import DeploymentRow
+
+
+class Deployments(Protocol):
+    """The deployment operations a rollout drives (the control plane's, in the daemon)."""
+
+    def service(self, name: str) -> ServiceSpec:
+        """The service's spec from the working tree; raises ShiploopError if there is no such service."""
+        ...
+
+    def deployments(self, service: str) -> Sequence[DeploymentRow]: ...
+
+    def deployed_policy(self, service: str, version: str) -> RolloutPolicy:
+        """The rollout policy in the version's own snapshot of service.yaml."""
+        ...
+
+    def sample_url(self, service: str) -> str | None:
+        """A URL that reaches the service through the gateway, for hints (`shiploop load URL`)."""
+        ...
+
+    async def deploy(self, service: str, weight: int, track: str) -> dict[str, Any]: ...
+
+    async def set_weights(self, service: str, requested: dict[str, int]) -> dict[str, int]: ...
+
+    async def set_header_route(self, service: str, header: str, value: str, ref: str) -> dict[str, str]: ...
+
+    async def remove_header_route(self, service: str, header: str, value: str | None) -> int: ...
+
+    async def promote(self, service: str, reason: str) -> dict[str, Any]: ...
+
+    async def rollback(self, service: str, reason: str) -> dict[str, Any]: ...
+
+
+class ReadingSource(Protocol):
+    async def read(self, service: str, candidate: str, baseline: str, policy: RolloutPolicy) -> Observation:
+        """Cumulative readings of candidate and baseline now; raises ReadingUnavailable when there are none."""
+        ...
+
+
+class Notifier(Protocol):
+    async def webhooks(self, hooks: list[Webhook], when: str, payload: dict[str, Any]) -> str | None:
+        """Call the hooks for `when`; the first failure's description, or None if all passed."""
+        ...
+
+    async def alerts(self, alerts: list[Alert], event: str, text: str, payload: dict[str, Any]) -> list[str]:
+        """Send the alerts that want `event`; the failures."""
+        ...

@@ -1,0 +1,148 @@
+"""The typed rollout record: what a rollout is, where it stands, and every step's readings.
+
+Each step entered keeps its weight, when it started, the cumulative readings
+of candidate and baseline at its start and, once it ended, at its end: the
+evidence of every step (a stratum) is derivable from the record alone, by
+this daemon or by the next one after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from shiploop.naming import ACTIVE_ROLLOUT_STATES, RolloutState
+from shiploop.rollout.readings import Pair, Reading, Stratum
+from shiploop.spec import RolloutPolicy
+from shiploop.store.db import RolloutRow
+
+
+@dataclass
+class StepRecord:
+    index: int
+    weight: int  # candidate percent (0 for mirror and ab)
+    started_at: float
+    start: Pair
+    clock_from: float  # when the step's clock (min_step, max_step) started: started_at, or the last resume
+    ended_at: float | None = None
+    end: Pair | None = None
+
+    def stratum(self, now: Pair | None = None) -> Stratum:
+        """The step's deltas: to its end, or (for the current step) to `now`. May raise CountersReset."""
+        last = self.end if self.ended_at is not None else now
+        if last is None:
+            zero = Reading(self.started_at)
+            return Stratum(self.index, self.weight, zero, zero)
+        delta = last.minus(self.start)
+        return Stratum(self.index, self.weight, delta.candidate, delta.baseline)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "weight": self.weight,
+            "started_at": self.started_at,
+            "clock_from": self.clock_from,
+            "start": self.start.to_json(),
+            "ended_at": self.ended_at,
+            "end": self.end.to_json() if self.end is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StepRecord:
+        return cls(
+            index=d["index"],
+            weight=d["weight"],
+            started_at=d["started_at"],
+            start=Pair.from_json(d["start"]),
+            clock_from=d.get("clock_from", d["started_at"]),
+            ended_at=d.get("ended_at"),
+            end=Pair.from_json(d["end"]) if d.get("end") else None,
+        )
+
+
+@dataclass
+class RolloutRecord:
+    id: int
+    service: str
+    candidate: str
+    baseline: str
+    policy: RolloutPolicy
+    state: RolloutState
+    started_at: float
+    updated_at: float
+    steps: list[StepRecord] = field(default_factory=list)  # every step entered; the last is the current one
+    reason: str | None = None  # why it ended or is held
+    rule: str | None = None  # the rule behind `reason`: harm, limit, lost_evidence, webhook, by_hand, ...
+    ending: RolloutState | None = None  # the final state a promoting/rolling_back rollout is heading for
+    holding: str | None = None  # a passing hold (srm, data_error) looked at again every second
+    last: dict[str, Any] | None = None  # the latest evidence, as shown by `rollout status`
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_ROLLOUT_STATES
+
+    @property
+    def step(self) -> int:
+        """Index of the current step (0 before the first one starts)."""
+        return self.steps[-1].index if self.steps else 0
+
+    @property
+    def current(self) -> StepRecord | None:
+        return self.steps[-1] if self.steps else None
+
+    @property
+    def step_count(self) -> int:
+        return len(self.policy.steps) if self.policy.strategy == "canary" else 1
+
+    def weight_of(self, index: int) -> int:
+        return self.policy.steps[index] if self.policy.strategy == "canary" else 0
+
+    @property
+    def weight(self) -> int:
+        return self.weight_of(self.step)
+
+    @property
+    def is_last_step(self) -> bool:
+        return self.step + 1 >= self.step_count
+
+    def strata(self, now: Pair | None = None) -> list[Stratum]:
+        """Every step's evidence, the current one up to `now`. Raises CountersReset if a counter went down."""
+        return [s.stratum(now) for s in self.steps]
+
+    # -- persistence --------------------------------------------------------------------------------
+
+    def data_json(self) -> str:
+        return json.dumps(
+            {
+                "policy": json.loads(self.policy.model_dump_json()),
+                "steps": [s.to_json() for s in self.steps],
+                "holding": self.holding,
+                "last": self.last,
+                "rule": self.rule,
+                "ending": self.ending,
+            }
+        )
+
+    @classmethod
+    def from_row(cls, row: RolloutRow) -> RolloutRecord:
+        data = row.data
+        # Rows written before steps were recorded (data: policy, start_readings, step_readings, ...)
+        # load with no steps: history shows them, and a restart ends them as unaccounted for.
+        steps = [StepRecord.from_json(s) for s in data.get("steps", [])]
+        return cls(
+            id=row.id,
+            service=row.service,
+            candidate=row.candidate,
+            baseline=row.baseline,
+            policy=RolloutPolicy.model_validate_json(json.dumps(data["policy"])),
+            state=RolloutState(row.state),
+            started_at=row.started_at,
+            updated_at=row.updated_at,
+            steps=steps,
+            reason=row.outcome_reason,
+            rule=data.get("rule"),
+            ending=RolloutState(data["ending"]) if data.get("ending") else None,
+            holding=data.get("holding"),
+            last=data.get("last"),
+        )
