@@ -201,11 +201,16 @@ class RolloutController:
         verdict = judge(r, observed, self.clock(), self._windows.get(r.id, ()))
         self._windows[r.id] = verdict.window
         r.last = verdict.evidence
+        if verdict.readings is not None and r.current is not None:
+            r.current.latest = verdict.readings
         await self._act(r, verdict)
         return verdict
 
     async def _act(self, r: RolloutRecord, v: Verdict) -> None:
         """Carry out a verdict: roll back, advance or promote, hold, or keep watching."""
+        if r.holding is not None and v.move is not Move.HOLDING:
+            self.store.event(r.service, "rollout-hold-cleared", f"{r.holding} hold cleared", {"rollout": r.id})
+            r.holding = None
         if v.move is Move.ROLLBACK:
             self._close_step(r, v)
             await self._end(r, RolloutState.ROLLED_BACK, v.reason, v.rule, v.evidence)
@@ -228,9 +233,6 @@ class RolloutController:
             self._save(r, "rollout-held", v.reason, v.evidence)
             await self._alert(r, "held", v.reason)
         else:
-            if r.holding is not None:
-                self.store.event(r.service, "rollout-hold-cleared", f"{r.holding} cleared", {"rollout": r.id})
-            r.holding = None
             self._save(r)
 
     def _close_step(self, r: RolloutRecord, v: Verdict | None = None) -> None:

@@ -213,6 +213,9 @@ def judge(
 
     readings = observed.readings
     try:
+        if step.latest is not None:
+            # Below the last reading is a reset even when the counts have since climbed past the step's start.
+            readings.minus(step.latest)
         strata = record.strata(readings)
     except CountersReset as e:
         reason = f"lost evidence: {e}; the candidate cannot be judged on half the data"

@@ -27,6 +27,8 @@ class StepRecord:
     clock_from: float  # when the step's clock (min_step, max_step) started: started_at, or the last resume
     ended_at: float | None = None
     end: Pair | None = None
+    latest: Pair | None = None  # the last reading judged in this step: a counter below it was reset
+
 
     def stratum(self, now: Pair | None = None) -> Stratum:
         """The step's deltas: to its end, or (for the current step) to `now`. May raise CountersReset."""
@@ -46,6 +48,7 @@ class StepRecord:
             "start": self.start.to_json(),
             "ended_at": self.ended_at,
             "end": self.end.to_json() if self.end is not None else None,
+            "latest": self.latest.to_json() if self.latest is not None else None,
         }
 
     @classmethod
@@ -58,6 +61,7 @@ class StepRecord:
             clock_from=d.get("clock_from", d["started_at"]),
             ended_at=d.get("ended_at"),
             end=Pair.from_json(d["end"]) if d.get("end") else None,
+            latest=Pair.from_json(d["latest"]) if d.get("latest") else None,
         )
 
 
