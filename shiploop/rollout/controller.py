@@ -256,9 +256,7 @@ class RolloutController:
         await self._finish(r, evidence)
 
     async def _finish(self, r: RolloutRecord, evidence: dict[str, Any], message: str | None = None) -> None:
-        outcome = r.ending or (
-            RolloutState.PROMOTED if r.state == RolloutState.PROMOTING else RolloutState.ROLLED_BACK
-        )
+        outcome = r.ending or (RolloutState.PROMOTED if r.state == RolloutState.PROMOTING else RolloutState.ROLLED_BACK)
         await self._apply_outcome(r, outcome)
         r.state = outcome
         r.ending = None

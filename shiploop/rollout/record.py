@@ -29,7 +29,6 @@ class StepRecord:
     end: Pair | None = None
     latest: Pair | None = None  # the last reading judged in this step: a counter below it was reset
 
-
     def stratum(self, now: Pair | None = None) -> Stratum:
         """The step's deltas: to its end, or (for the current step) to `now`. May raise CountersReset."""
         last = self.end if self.ended_at is not None else now

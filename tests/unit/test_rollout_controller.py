@@ -155,7 +155,11 @@ def test_no_traffic_holds_for_a_person_with_on_no_data_hold(tmp_path: Path):
     assert r.rule == "no_data" and r.step == 0
     assert h.deployments.weight(CANDIDATE) == 10  # held: the traffic stays where it was
     assert h.notifier.alert_calls[-1][0] == "held"
-    assert h.view()["next"] == ["shiploop rollout resume web", "shiploop rollout promote web", "shiploop rollout abort web"]
+    assert h.view()["next"] == [
+        "shiploop rollout resume web",
+        "shiploop rollout promote web",
+        "shiploop rollout abort web",
+    ]
 
 
 def test_inconclusive_at_max_step_holds_with_on_inconclusive_hold_and_resume_restarts_the_clock(tmp_path: Path):
@@ -228,8 +232,10 @@ def test_restart_resumes_a_progressing_rollout_on_the_same_evidence(tmp_path: Pa
     assert h.run_to_end() == "promoted"
 
 
-@pytest.mark.parametrize(("half_done", "final", "operation"), [("promoting", "promoted", "promote"),
-                                                             ("rolling_back", "rolled_back", "rollback")])
+@pytest.mark.parametrize(
+    ("half_done", "final", "operation"),
+    [("promoting", "promoted", "promote"), ("rolling_back", "rolled_back", "rollback")],
+)
 def test_restart_finishes_a_half_done_ending(tmp_path: Path, half_done: str, final: str, operation: str):
     h = Harness(tmp_path)
     h.start()
