@@ -20,12 +20,11 @@ into Envoy's histogram buckets (shiploop.gateway.render.HISTOGRAM_BUCKETS_MS)
 as a multinomial draw. Latency is lognormal (median 3 ms, sigma 0.6), recorded
 in whole milliseconds as Envoy records upstream_rq_time; scenario (d) adds
 100 ms to 20% of the candidate's requests.
-- ours: the default RolloutPolicy() judged every simulated second with the
-  functions the controller calls (guardrail_results and limit_breaches from
-  shiploop.rollout.judge, srm_test, evaluate_step) on the same deltas:
-  guardrails on counts since the rollout began, min_samples and SRM on counts
-  since the step began, limits on the last 10 s. 'advance' moves to the next
-  step (or promotes at the last one), 'rollback' ends the run.
+- ours: the default RolloutPolicy() judged every simulated second by the
+  controller's own pure judge (shiploop.rollout.core.judge) on a rollout record
+  built from the simulated counters: guardrails on every step's evidence,
+  min_samples and SRM on the current step, limits on the last 10 s of it.
+  'advance' moves to the next step, 'promote' and 'rollback' end the run.
 - flagger: FixedThresholdPolicy (success rate >= 99% and p99 <= 500 ms per
   one-minute interval, rollback at 5 failed checks) with Flagger's default-like
   schedule: the candidate starts at 10%, each passing interval adds 10 up to 50,
@@ -55,7 +54,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,10 +63,12 @@ from typing import Any
 import httpx
 
 from bench.common import REPO, machine, percentile, print_header, table, write_results
-from shiploop.analysis import FixedThresholdPolicy, IntervalStats, StepInputs, binomial, evaluate_step, srm_test
+from shiploop.analysis import FixedThresholdPolicy, IntervalStats, binomial
 from shiploop.gateway.render import HISTOGRAM_BUCKETS_MS, VERSION_HEADER
-from shiploop.rollout.judge import guardrail_results, limit_breaches
-from shiploop.rollout.readings import Reading
+from shiploop.naming import RolloutState
+from shiploop.rollout.core import Move, judge
+from shiploop.rollout.readings import Observation, Pair, Reading
+from shiploop.rollout.record import RolloutRecord
 from shiploop.spec import Guardrail, RolloutPolicy
 
 NAME = "rollouts"
@@ -78,7 +79,6 @@ LAT_MEDIAN_MS = 3.0
 LAT_SIGMA = 0.6
 SLOW_MS = 100.0
 SEED = 20240601
-LIMIT_WINDOW_S = 10  # as shiploop.rollout.controller.LIMIT_WINDOW_S
 
 # Flagger's defaults as its docs show them: interval 1m, threshold 5, stepWeight 10, maxWeight 50.
 FLAGGER_STEP_WEIGHT = 10
@@ -210,56 +210,36 @@ class RunResult:
 
 
 def run_ours(seed: int, scenario: Scenario, policy: RolloutPolicy) -> RunResult:
-    """Mirror RolloutController.evaluate once per simulated second (see shiploop/rollout/controller.py)."""
+    """The controller's own judge (shiploop.rollout.core.judge) once per simulated second.
+
+    The bench keeps only what the controller does around it: it moves to the next
+    step at once (its weights apply from the next second) and ends on a final move.
+    """
     stream = Stream(seed, scenario)
-    step = 0
-    zero = (stream.candidate.reading(0.0), stream.baseline.reading(0.0))
-    start = zero
-    step_start = zero
-    step_started_at = 0.0
-    window: deque[Reading] = deque()
+    record = RolloutRecord(0, "bench", "candidate", "baseline", policy, RolloutState.PROGRESSING, 0.0, 0.0)
+    record.begin_step(0, 0.0, Pair(stream.candidate.reading(0.0), stream.baseline.reading(0.0)))
+    window: tuple[Reading, ...] = ()
     for t in range(1, HORIZON_S + 1):
-        weight = policy.steps[step]
-        stream.second(weight)
+        stream.second(record.weight)
         now = float(t)
-        rc, rb = stream.candidate.reading(now), stream.baseline.reading(now)
-        cand, base = rc.minus(start[0]), rb.minus(start[1])
-        step_c, step_b = rc.minus(step_start[0]), rb.minus(step_start[1])
-        guardrails = guardrail_results(policy, cand, base)
-        window.append(rc)
-        while window and window[0].ts < now - LIMIT_WINDOW_S:
-            window.popleft()
-        breaches = limit_breaches(policy.limits, rc.minus(window[0]))
-        srm = None
-        if 0 < weight < 100:
-            srm = srm_test({"c": step_c.requests, "b": step_b.requests}, {"c": weight / 100, "b": (100 - weight) / 100})
-        decision = evaluate_step(
-            StepInputs(
-                elapsed_s=now - step_started_at,
-                min_step_s=policy.min_step,
-                max_step_s=policy.max_step,
-                min_samples=policy.min_samples,
-                candidate_trials=step_c.requests,
-                guardrails=guardrails,
-                limit_breaches=breaches,
-                srm=srm,
-                data_ok=True,
-                on_inconclusive=policy.on_inconclusive,
-                on_no_data=policy.on_no_data,
-                require_noninferiority=policy.require_noninferiority,
-            )
-        )
+        readings = Pair(stream.candidate.reading(now), stream.baseline.reading(now))
+        verdict = judge(record, Observation(readings), now, window)
+        window = verdict.window
         c = stream.candidate
-        if decision.action == "rollback":
-            return RunResult("rolled_back", t, c.bad, c.requests, decision.rule)
-        if decision.action == "advance":
-            if step + 1 >= len(policy.steps):
-                return RunResult("promoted", t, c.bad, c.requests, decision.rule)
-            step += 1
-            step_start = (rc, rb)
-            step_started_at = now
-        elif decision.action == "hold" and decision.rule not in ("srm", "data_error"):
-            return RunResult("held", t, c.bad, c.requests, decision.rule)
+        if verdict.move is Move.ROLLBACK:
+            return RunResult("rolled_back", t, c.bad, c.requests, verdict.rule)
+        if verdict.move is Move.PROMOTE:
+            return RunResult("promoted", t, c.bad, c.requests, verdict.rule)
+        if verdict.move is Move.HELD:
+            return RunResult("held", t, c.bad, c.requests, verdict.rule)
+        if verdict.move is Move.ADVANCE:
+            record.end_step(now, readings)
+            record.begin_step(record.step + 1, now, readings)
+            window = ()
+        else:
+            step = record.current
+            assert step is not None
+            step.latest = readings
     return RunResult("undecided", HORIZON_S, stream.candidate.bad, stream.candidate.requests)
 
 
@@ -576,7 +556,7 @@ def main() -> None:
         "failed (5xx) or slowed (+100 ms) requests users got; A/A false rollback rate",
         f"SIMULATION, {runs} runs per scenario and policy ({aa_runs} A/A), per-second binomial/multinomial "
         "request stream (latency lognormal 3 ms median, Envoy buckets), horizon 15 min; ours = the controller's "
-        "pure functions with RolloutPolicy() every second; Flagger-like = FixedThresholdPolicy per 60 s, "
+        "judge (shiploop.rollout.core.judge) with RolloutPolicy() every second; Flagger-like = FixedThresholdPolicy per 60 s, "
         "weight 10 -> 50 by 10"
         + ("; then REAL: daemon + Envoy + echo_app, 100 rps open-loop load, our default policy" if args.real else ""),
         info,

@@ -23,7 +23,7 @@ from shiploop.rollout.core import Move, Verdict, judge
 from shiploop.rollout.notify import HttpNotifier
 from shiploop.rollout.ports import Deployments, Notifier, ReadingSource
 from shiploop.rollout.readings import Observation, Reading, ReadingUnavailable
-from shiploop.rollout.record import RolloutRecord, StepRecord
+from shiploop.rollout.record import RolloutRecord
 from shiploop.rollout.view import rollout_view
 from shiploop.store.db import Store
 
@@ -150,7 +150,7 @@ class RolloutController:
             await self.deployments.set_header_route(r.service, policy.match.header, policy.match.value, r.candidate)
         start = await self._read_retrying(r)
         now = self.clock()
-        r.steps.append(StepRecord(k, weight, now, start.readings, clock_from=now))
+        r.begin_step(k, now, start.readings)
         self._windows.pop(r.id, None)
         r.state = RolloutState.PROGRESSING
         r.holding = None
@@ -236,10 +236,7 @@ class RolloutController:
             self._save(r)
 
     def _close_step(self, r: RolloutRecord, v: Verdict | None = None) -> None:
-        step = r.current
-        if step is not None and step.ended_at is None:
-            step.ended_at = self.clock()
-            step.end = v.readings if v is not None else None
+        r.end_step(self.clock(), v.readings if v is not None else None)
 
     # -- ending -------------------------------------------------------------------------------------------
 

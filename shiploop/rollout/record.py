@@ -109,6 +109,19 @@ class RolloutRecord:
     def is_last_step(self) -> bool:
         return self.step + 1 >= self.step_count
 
+    def begin_step(self, index: int, now: float, start: Pair) -> StepRecord:
+        """Enter step `index` (its weights already applied) from the readings `start`."""
+        step = StepRecord(index, self.weight_of(index), now, start, clock_from=now)
+        self.steps.append(step)
+        return step
+
+    def end_step(self, now: float, readings: Pair | None) -> None:
+        """Close the current step with its last readings (None if there were none)."""
+        step = self.current
+        if step is not None and step.ended_at is None:
+            step.ended_at = now
+            step.end = readings
+
     def strata(self, now: Pair | None = None) -> list[Stratum]:
         """Every step's evidence, the current one up to `now`. Raises CountersReset if a counter went down."""
         return [s.stratum(now) for s in self.steps]
