@@ -556,7 +556,7 @@ def main() -> None:
         "failed (5xx) or slowed (+100 ms) requests users got; A/A false rollback rate",
         f"SIMULATION, {runs} runs per scenario and policy ({aa_runs} A/A), per-second binomial/multinomial "
         "request stream (latency lognormal 3 ms median, Envoy buckets), horizon 15 min; ours = the controller's "
-        "judge (shiploop.rollout.core.judge) with RolloutPolicy() every second; Flagger-like = FixedThresholdPolicy per 60 s, "
+        "judge (rollout.core.judge) with RolloutPolicy() every second; Flagger-like = FixedThresholdPolicy per 60 s, "
         "weight 10 -> 50 by 10"
         + ("; then REAL: daemon + Envoy + echo_app, 100 rps open-loop load, our default policy" if args.real else ""),
         info,
