@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from shiploop.rollout.controller import RolloutController
 from shiploop.rollout.envoy_readings import EnvoyReadings
-from shiploop.server.controlplane import ControlPlane, spec_from_json
+from shiploop.server.controlplane import ControlPlane
+from shiploop.server.specs import spec_from_json
 from shiploop.spec import RolloutPolicy, ServiceSpec
 from shiploop.spec.models import default_route
 from shiploop.store.db import DeploymentRow
@@ -64,5 +64,6 @@ class ControlPlaneDeployments:
 
 def rollout_controller(cp: ControlPlane) -> tuple[RolloutController, EnvoyReadings]:
     """The controller the daemon runs, and its readings source (close it with `aclose` at shutdown)."""
-    readings = EnvoyReadings(lambda: cp.gateway.admin, cp.runtime.endpoints, clock=time.time)
-    return RolloutController(cp.store, ControlPlaneDeployments(cp), readings, clock=time.time), readings
+    clock = cp.ctx.clock  # one clock for records, events and decisions
+    readings = EnvoyReadings(lambda: cp.gateway.admin, cp.runtime.endpoints, clock=clock)
+    return RolloutController(cp.store, ControlPlaneDeployments(cp), readings, clock=clock), readings

@@ -95,7 +95,11 @@ class RolloutController:
                     event,
                     message,
                     {"rollout": r.id, "state": str(r.state), "step": r.step, **(evidence or {})},
+                    ts=r.updated_at,
                 )
+
+    def _event(self, r: RolloutRecord, kind: str, message: str) -> None:
+        self.store.event(r.service, kind, message, {"rollout": r.id}, ts=self.clock())
 
     # -- starting ----------------------------------------------------------------------------------------
 
@@ -209,7 +213,7 @@ class RolloutController:
     async def _act(self, r: RolloutRecord, v: Verdict) -> None:
         """Carry out a verdict: roll back, advance or promote, hold, or keep watching."""
         if r.holding is not None and v.move is not Move.HOLDING:
-            self.store.event(r.service, "rollout-hold-cleared", f"{r.holding} hold cleared", {"rollout": r.id})
+            self._event(r, "rollout-hold-cleared", f"{r.holding} hold cleared")
             r.holding = None
         if v.move is Move.ROLLBACK:
             self._close_step(r, v)
@@ -282,7 +286,7 @@ class RolloutController:
         text = f"shiploop: {r.service}@{r.candidate} {event.replace('rollback', 'rolled back')}: {reason}"
         failures = await self.notifier.alerts(r.policy.alerts, event, text, self._payload(r))
         for f in failures:
-            self.store.event(r.service, "alert-failed", f, {"rollout": r.id})
+            self._event(r, "alert-failed", f)
 
     # -- commands -------------------------------------------------------------------------------------------
 
