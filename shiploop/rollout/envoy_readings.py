@@ -24,10 +24,16 @@ class EnvoyReadings:
         self._admin = admin  # a callable: the admin client changes when Envoy is restarted
         self._endpoints = endpoints
         self._clock = clock
-        self._http = httpx.AsyncClient(timeout=2.0)
+        self._http: httpx.AsyncClient | None = None  # made on the first app scrape (an SSL context costs ~0.2 s)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=2.0)
+        return self._http
 
     async def read(self, service: str, candidate: str, baseline: str, policy: RolloutPolicy) -> Observation:
         """Envoy first, then the apps: Envoy's counts are the evidence, the apps' add to it."""
@@ -49,7 +55,7 @@ class EnvoyReadings:
         for version, cluster in clusters.items():
             app: dict[str, float] = {}
             if wants_app:
-                scrape = await scrape_app_metrics(self._http, self._endpoints(service, version))
+                scrape = await scrape_app_metrics(self._client(), self._endpoints(service, version))
                 errors.extend(f"{version}: {e}" for e in scrape.errors)
                 app = scrape.counters
             t = traffic[cluster]

@@ -8,6 +8,7 @@ this daemon or by the next one after a restart.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,12 @@ from shiploop.naming import ACTIVE_ROLLOUT_STATES, RolloutState
 from shiploop.rollout.readings import Pair, Reading, Stratum
 from shiploop.spec import RolloutPolicy
 from shiploop.store.db import RolloutRow
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(text: str) -> RolloutPolicy:
+    # Every tick loads the active records; validating the same policy again each second is waste.
+    return RolloutPolicy.model_validate_json(text)
 
 
 @dataclass
@@ -128,10 +135,14 @@ class RolloutRecord:
 
     # -- persistence --------------------------------------------------------------------------------
 
+    @functools.cached_property
+    def _policy_data(self) -> Any:
+        return json.loads(self.policy.model_dump_json())
+
     def data_json(self) -> str:
         return json.dumps(
             {
-                "policy": json.loads(self.policy.model_dump_json()),
+                "policy": self._policy_data,
                 "steps": [s.to_json() for s in self.steps],
                 "holding": self.holding,
                 "last": self.last,
@@ -151,7 +162,7 @@ class RolloutRecord:
             service=row.service,
             candidate=row.candidate,
             baseline=row.baseline,
-            policy=RolloutPolicy.model_validate_json(json.dumps(data["policy"])),
+            policy=_policy(json.dumps(data["policy"], sort_keys=True)),
             state=RolloutState(row.state),
             started_at=row.started_at,
             updated_at=row.updated_at,

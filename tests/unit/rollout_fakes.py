@@ -220,7 +220,8 @@ class Harness:
     def __init__(self, tmp: Path, policy: RolloutPolicy | None = None, store: Store | None = None) -> None:
         self.policy = policy or fast_policy()
         self.clock = FakeClock()
-        self.store = store or Store(tmp / "state.db")
+        # Real SQLite, in memory: a file per test cost ~25 ms of set-up on a loaded machine.
+        self.store = store or Store(Path(":memory:"))
         self.deployments = FakeDeployments(self.policy)
         self.traffic = FakeTraffic(self.deployments, self.clock)
         self.notifier = FakeNotifier()
