@@ -18,6 +18,7 @@ from shiploop.cli import rollout_view
 from shiploop.cli.client import DaemonClient, find_root
 from shiploop.cli.starter import write_starter
 from shiploop.errors import ShiploopError
+from shiploop.naming import ACTIVE_ROLLOUT_STATES
 from shiploop.paths import running_daemon, state_dir_of
 from shiploop.procs import is_running
 from shiploop.server.controlplane import teardown_without_daemon
@@ -143,7 +144,7 @@ def _render_status(data: dict[str, Any]) -> None:
         console.print(f"[yellow]{note}[/]")
     for svc in data["services"]:
         r = svc.get("rollout")
-        if r and r["state"] in ("pending", "progressing", "paused", "held"):
+        if r and r["state"] in ACTIVE_ROLLOUT_STATES:
             console.print(
                 f"{svc['name']}: rollout #{r['id']} of {r['candidate']} is {r['state']} at step "
                 f"{r['step'] + 1} ({r['weight']}%): shiploop rollout status {svc['name']}"

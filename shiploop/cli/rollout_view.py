@@ -1,4 +1,8 @@
-"""Rendering a rollout for people: the step, the split, each guardrail's estimate and bound, the reason."""
+"""Rendering a rollout for people: where it stands in a sentence, each step against the policy,
+each guardrail's estimate with its interval and tolerance, and the commands that move it on.
+
+Everything shown comes from the daemon's view (`rollout status --json` prints the same numbers).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,65 @@ from rich.text import Text
 EXIT_CODES = {"promoted": 0, "rolled_back": 3, "failed": 3, "aborted": 3, "held": 4}
 
 
-def _pct(x: float | None) -> str:
+def _rate(x: float | None) -> str:
+    """A rate as a percentage; '-' when there were no requests to take it over."""
     return "-" if x is None else f"{x * 100:.2f}%"
+
+
+def _points(x: float | None) -> str:
+    """A difference of two rates, in percentage points."""
+    return "-" if x is None else f"{x * 100:+.2f} pts"
+
+
+def _seconds(s: float) -> str:
+    return f"{s / 60:g}m" if s >= 60 and s % 60 == 0 else f"{s:.0f}s"
+
+
+def _arm(a: dict[str, Any] | None) -> str:
+    if not a:
+        return "-"
+    return f"{a['requests']} ({a['errors']} errors, {_rate(a.get('error_rate'))})" if a["requests"] else "0"
+
+
+def _steps_table(r: dict[str, Any]) -> Table:
+    policy = r["policy"]
+    word = {"canary": "candidate", "mirror": "shadow", "ab": "variant"}[r["strategy"]]
+    table = Table(
+        "step",
+        "weight" if r["strategy"] == "canary" else "split",
+        f"time (min {_seconds(policy['min_step_s'])}, max {_seconds(policy['max_step_s'])})",
+        f"{word} requests (need {policy['min_samples']})",
+        "baseline requests",
+    )
+    total = len(r["steps"]) if r["strategy"] == "canary" else 1
+    for s in r.get("progress", []):
+        mark = " ◀" if s["current"] else ""
+        table.add_row(
+            f"{s['index'] + 1}/{total}{mark}",
+            f"{s['weight']}%" if r["strategy"] == "canary" else r["strategy"],
+            _seconds(s["elapsed_s"]),
+            _arm(s["candidate"]),
+            _arm(s["baseline"]),
+        )
+    return table
+
+
+def _guardrails_table(guardrails: list[dict[str, Any]]) -> Table:
+    table = Table("guardrail", "candidate", "baseline", "difference", "interval", "tolerance", "verdict")
+    for g in guardrails:
+        verdict = {"harm": "[red]harm[/]", "ok": "[green]ok[/]"}.get(g["verdict"], "watching")
+        interval = g.get("interval")
+        c, b = g["candidate"], g["baseline"]
+        table.add_row(
+            g["name"] + (f" [dim]{g['detail']}[/]" if g.get("detail") else ""),
+            f"{_rate(g['candidate_rate'])} ({c['events']}/{c['trials']})",
+            f"{_rate(g['baseline_rate'])} ({b['events']}/{b['trials']})",
+            _points(g["estimate"]),
+            f"{_points(interval[0])} .. {_points(interval[1])}" if interval else "-",
+            f"{_points(g['tolerance'])}",
+            verdict,
+        )
+    return table
 
 
 def render(r: dict[str, Any]) -> Group:
@@ -27,36 +88,18 @@ def render(r: dict[str, Any]) -> Group:
         f"  candidate weight {r['weight']}%" if r["strategy"] == "canary" else "",
         f"  ({time.time() - r['started_at']:.0f}s)",
     )
-    parts: list[Any] = [head]
+    parts: list[Any] = [head, Text(r.get("summary") or "")]
+    if r.get("progress"):
+        parts.append(_steps_table(r))
+    if r.get("guardrails"):
+        parts.append(_guardrails_table(r["guardrails"]))
     last = r.get("last") or {}
-    if last:
-        c, b = last["candidate"], last["baseline"]
-        parts.append(
-            Text(
-                f"requests since start: candidate {c['requests']} ({c['errors']} errors), "
-                f"baseline {b['requests']} ({b['errors']} errors)"
-            )
-        )
-        table = Table("guardrail", "cand.", "base", "diff", "upper bound", "tolerance", "verdict")
-        for g in last.get("guardrails", []):
-            verdict = "[red]harm[/]" if g["harmful"] else ("[green]ok[/]" if g["noninferior"] else "watching")
-            table.add_row(
-                g["name"] + (f" [dim]{g['detail']}[/]" if g.get("detail") else ""),
-                _pct(g["candidate_rate"]),
-                _pct(g["baseline_rate"]),
-                _pct(g["estimate"]),
-                _pct(g["upper_bound"]),
-                _pct(g["tolerance"]),
-                verdict,
-            )
-        parts.append(table)
-        for breach in last.get("limits", []):
-            parts.append(Text(f"limit: {breach}", "red"))
-        for err in last.get("source_errors", []):
-            parts.append(Text(f"metrics source error: {err}", "yellow"))
-    reason = r.get("reason") or last.get("reason")
-    if reason:
-        parts.append(Text(f"reason: {reason}"))
+    for breach in last.get("limits", []):
+        parts.append(Text(f"limit: {breach}", "red"))
+    for err in last.get("source_errors", []):
+        parts.append(Text(f"metrics source error: {err}", "yellow"))
+    for command in r.get("next", []):
+        parts.append(Text(f"  {command}", "cyan"))
     return Group(*parts)
 
 
@@ -75,6 +118,9 @@ def history_table(rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         started = time.strftime("%m-%d %H:%M", time.localtime(r["started_at"]))
         took = f"{r['updated_at'] - r['started_at']:.0f}s"
+        reason = r.get("reason") or ""
+        if r.get("rule") and not reason.startswith(r["rule"]):
+            reason = f"{r['rule']}: {reason}"
         table.add_row(
             str(r["id"]),
             r["candidate"],
@@ -82,6 +128,6 @@ def history_table(rows: list[dict[str, Any]]) -> Table:
             Text(r["state"], _state_style(r["state"])),
             started,
             took,
-            r.get("reason") or "",
+            Text(reason),
         )
     return table
