@@ -66,7 +66,7 @@ from bench.common import REPO, machine, percentile, print_header, table, write_r
 from shiploop.analysis import FixedThresholdPolicy, IntervalStats, binomial
 from shiploop.gateway.render import HISTOGRAM_BUCKETS_MS, VERSION_HEADER
 from shiploop.naming import RolloutState
-from shiploop.rollout.core import Move, judge
+from shiploop.rollout.core import Move, apply, judge
 from shiploop.rollout.readings import Observation, Pair, Reading
 from shiploop.rollout.record import RolloutRecord
 from shiploop.spec import Guardrail, RolloutPolicy
@@ -224,6 +224,7 @@ def run_ours(seed: int, scenario: Scenario, policy: RolloutPolicy) -> RunResult:
         now = float(t)
         readings = Pair(stream.candidate.reading(now), stream.baseline.reading(now))
         verdict = judge(record, Observation(readings), now, window)
+        apply(record, verdict)
         window = verdict.window
         c = stream.candidate
         if verdict.move is Move.ROLLBACK:
@@ -236,10 +237,6 @@ def run_ours(seed: int, scenario: Scenario, policy: RolloutPolicy) -> RunResult:
             record.end_step(now, readings)
             record.begin_step(record.step + 1, now, readings)
             window = ()
-        else:
-            step = record.current
-            assert step is not None
-            step.latest = readings
     return RunResult("undecided", HORIZON_S, stream.candidate.bad, stream.candidate.requests)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from shiploop.errors import ShiploopError
 from shiploop.naming import ACTIVE_ROLLOUT_STATES, RolloutState, Track
-from shiploop.rollout.core import Move, Verdict, judge
+from shiploop.rollout.core import Move, Verdict, apply, judge
 from shiploop.rollout.notify import HttpNotifier
 from shiploop.rollout.ports import Deployments, Notifier, ReadingSource
 from shiploop.rollout.readings import Observation, Reading, ReadingUnavailable
@@ -204,9 +204,9 @@ class RolloutController:
             observed = e
         verdict = judge(r, observed, self.clock(), self._windows.get(r.id, ()))
         self._windows[r.id] = verdict.window
-        r.last = verdict.evidence
-        if verdict.readings is not None and r.current is not None:
-            r.current.latest = verdict.readings
+        apply(r, verdict)
+        if verdict.rebased:
+            self._event(r, "rollout-rebased", verdict.rebased)
         await self._act(r, verdict)
         return verdict
 

@@ -10,11 +10,15 @@ What `judge` applies, from the record alone:
 - the candidate's last `LIMIT_WINDOW_S` seconds, never reaching back before
   the current step began, for the hard limits;
 - the current step's split against its weight, for the sample-ratio check;
-- a counter that went down: the evidence is lost, roll back naming it.
+- a request count that went down (Envoy restarted, or the cluster was
+  re-created): the evidence is lost, roll back naming it;
+- an error count or latency histogram that went down while requests did not (the
+  cluster was updated in place): keep the evidence so far and count on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,7 +27,7 @@ from typing import Any
 from shiploop.analysis import GuardrailResult, SrmResult, StepDecision, StepInputs, evaluate_step, srm_test
 from shiploop.rollout.judge import guardrail_results, limit_breaches
 from shiploop.rollout.readings import CountersReset, Observation, Pair, Reading, ReadingUnavailable, Stratum
-from shiploop.rollout.record import RolloutRecord
+from shiploop.rollout.record import RolloutRecord, StepRecord
 
 LIMIT_WINDOW_S = 10.0
 
@@ -46,6 +50,15 @@ class Verdict:
     window: tuple[Reading, ...] = ()  # the candidate's readings in the limit window, for the next call
     readings: Pair | None = None  # what was judged (a step that ends keeps it as its end)
     strata: tuple[Stratum, ...] = field(default=(), repr=False)
+    step: StepRecord | None = None  # the current step as judged (its latest reading; rebased if needed)
+    rebased: str | None = None  # why the step now counts from this reading (an in-place cluster update)
+
+
+def apply(record: RolloutRecord, verdict: Verdict) -> None:
+    """Keep what the judge saw in the record: the last evidence, and the current step as judged."""
+    record.last = verdict.evidence
+    if verdict.step is not None and record.steps:
+        record.steps[-1] = verdict.step
 
 
 def _pct(x: float) -> str:
@@ -76,9 +89,9 @@ def step_inputs(record: RolloutRecord, now: float, **measured: Any) -> StepInput
 def limit_window(window: Sequence[Reading], latest: Reading, step_start: Reading) -> tuple[Reading, ...]:
     """The candidate's readings of the last LIMIT_WINDOW_S seconds, oldest first, none before the step began.
 
-    The step's own start reading seeds the window, so a window never spans two
-    steps, two rollouts or a daemon restart: limits judge the candidate at its
-    current weight, on counts this record can account for.
+    The reading the step counts from seeds the window, so a window never spans
+    two steps, two rollouts, a daemon restart or a counter reset: limits judge
+    the candidate at its current weight, on counts this record can account for.
     """
     kept = [r for r in window if r.ts >= step_start.ts]
     if not kept:
@@ -212,13 +225,31 @@ def judge(
         return Verdict(move, decision.rule, reason, evidence, tuple(window))
 
     readings = observed.readings
+    reference = step.latest if step.latest is not None else step.counts_from
+    gone = readings.requests_went_down(reference)
+    rebase = None
+    if gone is None:
+        try:
+            readings.minus(reference)
+        except CountersReset as e:
+            # Measured on Envoy 1.40: a cluster updated in place (its endpoints, outlier or
+            # breaker settings) keeps upstream_rq_completed but starts upstream_rq_5xx and the
+            # upstream_rq_time histogram again from zero. Envoy did not restart: the evidence up
+            # to the last reading stands, and the step counts on from this one.
+            rebase = f"{e}: the version's cluster was updated; counting on from here, evidence so far kept"
+            step = step.rebased(readings)
+            window = ()
+    judged = dataclasses.replace(step, latest=readings)
+    record = dataclasses.replace(record, steps=[*record.steps[:-1], judged])
     try:
-        if step.latest is not None:
-            # Below the last reading is a reset even when the counts have since climbed past the step's start.
-            readings.minus(step.latest)
+        if gone is not None:
+            raise CountersReset(gone)
         strata = record.strata(readings)
     except CountersReset as e:
-        reason = f"lost evidence: {e}; the candidate cannot be judged on half the data"
+        reason = (
+            f"lost evidence: cannot account for the rollout's counts: {e} "
+            "(envoy restarted, or the version's cluster was re-created)"
+        )
         inputs = step_inputs(record, now, candidate_trials=0)
         decision = StepDecision("rollback", reason, "lost_evidence")
         evidence = _evidence(record, now, decision, Move.ROLLBACK, reason, inputs)
@@ -232,7 +263,7 @@ def judge(
         new_window = tuple(window)
         recent = Reading(now)
     else:
-        new_window = limit_window(window, readings.candidate, step.start.candidate)
+        new_window = limit_window(window, readings.candidate, judged.counts_from.candidate)
         try:
             recent = new_window[-1].minus(new_window[0])
         except CountersReset:
@@ -262,4 +293,5 @@ def judge(
     evidence = _evidence(
         record, now, decision, move, reason, inputs, strata, guardrails, breaches, srm, observed.source_errors
     )
-    return Verdict(move, decision.rule, reason, evidence, new_window, readings, tuple(strata))
+    evidence["rebased"] = rebase
+    return Verdict(move, decision.rule, reason, evidence, new_window, readings, tuple(strata), judged, rebase)

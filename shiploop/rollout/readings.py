@@ -101,6 +101,19 @@ class Pair:
             self.baseline.minus(earlier.baseline, "the baseline"),
         )
 
+    def plus(self, other: Pair) -> Pair:
+        return Pair(self.candidate.plus(other.candidate), self.baseline.plus(other.baseline))
+
+    def requests_went_down(self, earlier: Pair) -> str | None:
+        """Which version's request count is below `earlier`'s, as a sentence; None if neither."""
+        for who, now, before in (
+            ("the candidate", self.candidate, earlier.candidate),
+            ("the baseline", self.baseline, earlier.baseline),
+        ):
+            if now.requests < before.requests:
+                return f"envoy's request count of {who} went down from {before.requests} to {now.requests}"
+        return None
+
     def to_json(self) -> dict[str, Any]:
         return {"candidate": self.candidate.to_json(), "baseline": self.baseline.to_json()}
 

@@ -8,6 +8,7 @@ this daemon or by the next one after a restart.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass, field
@@ -35,15 +36,35 @@ class StepRecord:
     ended_at: float | None = None
     end: Pair | None = None
     latest: Pair | None = None  # the last reading judged in this step: a counter below it was reset
+    # After an in-place cluster update reset some counters (see core.judge), the step
+    # counts from `base`, and `carried` holds what it had counted before.
+    base: Pair | None = None
+    carried: Pair | None = None
 
     def stratum(self, now: Pair | None = None) -> Stratum:
         """The step's deltas: to its end, or (for the current step) to `now`. May raise CountersReset."""
         last = self.end if self.ended_at is not None else now
         if last is None:
+            if self.carried is not None:
+                return Stratum(self.index, self.weight, self.carried.candidate, self.carried.baseline)
             zero = Reading(self.started_at)
             return Stratum(self.index, self.weight, zero, zero)
-        delta = last.minus(self.start)
+        delta = last.minus(self.counts_from)
+        if self.carried is not None:
+            delta = self.carried.plus(delta)
         return Stratum(self.index, self.weight, delta.candidate, delta.baseline)
+
+    @property
+    def counts_from(self) -> Pair:
+        """The reading the step's open segment counts from: its start, or the base of the last rebase."""
+        return self.base if self.base is not None else self.start
+
+    def rebased(self, now: Pair) -> StepRecord:
+        """The step counting from `now` on, keeping what it counted up to its last good reading."""
+        kept = self.latest.minus(self.counts_from) if self.latest is not None else None
+        if kept is not None and self.carried is not None:
+            kept = self.carried.plus(kept)
+        return dataclasses.replace(self, base=now, carried=kept or self.carried, latest=now)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +76,8 @@ class StepRecord:
             "ended_at": self.ended_at,
             "end": self.end.to_json() if self.end is not None else None,
             "latest": self.latest.to_json() if self.latest is not None else None,
+            "base": self.base.to_json() if self.base is not None else None,
+            "carried": self.carried.to_json() if self.carried is not None else None,
         }
 
     @classmethod
@@ -68,6 +91,8 @@ class StepRecord:
             ended_at=d.get("ended_at"),
             end=Pair.from_json(d["end"]) if d.get("end") else None,
             latest=Pair.from_json(d["latest"]) if d.get("latest") else None,
+            base=Pair.from_json(d["base"]) if d.get("base") else None,
+            carried=Pair.from_json(d["carried"]) if d.get("carried") else None,
         )
 
 

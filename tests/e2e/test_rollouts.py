@@ -54,7 +54,7 @@ def test_candidate_failing_a_fifth_of_requests_is_rolled_back_within_15s(project
     assert r.returncode == 3, r.stdout + r.stderr
     outcome = json.loads(r.stdout)
     assert outcome["state"] == "rolled_back"
-    assert "error_rate" in outcome["reason"]
+    assert "error_rate" in outcome["reason"] and outcome["rule"] in ("harm", "limit")
     assert outcome["updated_at"] - outcome["started_at"] < 15, outcome
     assert took < 30
     # All traffic is back on stable, and the candidate is gone.
@@ -78,19 +78,47 @@ def test_candidate_slowing_a_fifth_of_requests_by_100ms_is_rolled_back(project: 
 
 
 @pytest.mark.slow
-def test_identical_candidate_is_promoted_within_two_minutes_with_default_policy(project: Project):
-    project.add_service("echo", "/echo/")
+def test_identical_candidate_is_promoted_through_every_step(project: Project):
+    """The default policy's long horizon (20 s steps, ~100 s to promote) is covered by the fake-clock
+    unit tests and bench/rollouts.py; here the same machinery runs on a short test policy."""
+    project.add_service("echo", "/echo/", extra=FAST_POLICY)
     project.cli("up", "--detach", "--port", str(project.port))
     stable = project.versions("echo")["stable"]["id"]
     (project.root / "echo" / "README.txt").write_text("content differs, behaviour does not\n")
     with background_load(f"{project.url}/echo/x", rps=100) as load:
-        r = project.cli("rollout", "echo", "--wait", "--json", check=False, timeout=150)
+        r = project.cli("rollout", "echo", "--wait", "--json", check=False, timeout=90)
     assert r.returncode == 0, r.stdout + r.stderr
     outcome = json.loads(r.stdout)
     assert outcome["state"] == "promoted"
-    assert outcome["updated_at"] - outcome["started_at"] < 120
+    assert [s["weight"] for s in outcome["progress"]] == [20, 50, 100]
+    assert all(s["candidate"]["requests"] >= 40 for s in outcome["progress"])  # min_samples at every step
     assert project.versions("echo")["stable"]["id"] == outcome["candidate"] != stable
     assert load.report().failed == 0, load.report().render()
+
+
+@pytest.mark.slow
+def test_good_candidate_is_promoted_when_a_baseline_replica_restarts_mid_rollout(project: Project):
+    """Issue 6 item 10: an endpoint change updates the cluster in place, and Envoy then starts its 5xx
+    counter and latency histogram again from zero (requests carry on). The old controller read that
+    as lost evidence ("envoy restarted") and rolled a good candidate back, naming no real cause."""
+    policy = FAST_POLICY.replace("min_step: 3s", "min_step: 6s")
+    project.add_service("echo", "/echo/", extra=policy)
+    project.cli("up", "--detach", "--port", str(project.port))
+    stable = project.versions("echo")["stable"]["id"]
+    (project.root / "echo" / "README.txt").write_text("v2\n")
+    with background_load(f"{project.url}/echo/x", rps=100):
+        project.cli("rollout", "echo")
+        wait_until(lambda: rollout_state(project)["last"] is not None, 15, interval=0.3, what="a first evaluation")
+        ((pid,),) = project._query(f"SELECT pid FROM replicas WHERE version='{stable}' AND idx=0")
+        os.kill(int(pid), signal.SIGKILL)  # the supervisor restarts it: the cluster's endpoints change twice
+        r = project.cli("rollout", "status", "echo", "--wait", "--json", check=False, timeout=90)
+    outcome = json.loads(r.stdout)
+    assert r.returncode == 0 and outcome["state"] == "promoted", outcome["reason"]
+    api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
+    events = httpx.get(f"{api}/v1/events", params={"service": "echo", "limit": 500}).json()
+    assert any(e["kind"] == "rollout-rebased" and "went down" in e["message"] for e in events), [
+        (e["kind"], e["message"]) for e in events if e["kind"].startswith("rollout-")
+    ]
 
 
 @pytest.mark.slow
@@ -264,4 +292,5 @@ def test_rollout_whose_evidence_is_lost_rolls_back_to_stable(project: Project):
     assert r.returncode == 3, r.stdout + r.stderr
     outcome = json.loads(r.stdout)
     assert outcome["state"] == "rolled_back" and "cannot account" in outcome["reason"], outcome["reason"]
+    assert outcome["rule"] == "lost_evidence" and "went down from" in outcome["reason"]
     assert project.versions("echo")["stable"]["weight"] == 100

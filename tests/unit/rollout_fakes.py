@@ -184,6 +184,11 @@ class FakeTraffic:
         """The source restarted: its counters start again from zero."""
         self.counters[version] = Counter()
 
+    def update_cluster(self, version: str) -> None:
+        """Envoy updated the version's cluster in place (measured on Envoy 1.40): upstream_rq_completed
+        carries on, upstream_rq_5xx and the latency histogram start again from zero."""
+        self.counter(version).errors = 0
+
     def reading(self, version: str) -> Reading:
         c = self.counter(version)
         return Reading(self.clock(), c.requests, c.errors, (), dict(c.app))

@@ -303,3 +303,45 @@ def test_mirror_and_ab_have_one_step(tmp_path: Path):
     assert h.deployments.header_routes == {("x-beta", "1"): CANDIDATE}
     assert h.run_to_end() == "promoted"
     assert h.deployments.header_routes == {}  # the experiment's route is gone
+
+
+def test_identical_candidate_right_after_an_incident_is_promoted_when_a_cluster_is_updated(tmp_path: Path):
+    """Issue 6 item 10, reproduced: both versions failed 20% for 30 s while a first identical candidate
+    rolled out (promoted); a second identical candidate followed at once. An endpoint change during it
+    (a replica leaving or rejoining) updates the baseline's cluster in place, and Envoy starts its 5xx
+    counter again from zero while its request count carries on. The old controller read that as
+    "envoy restarted", lost evidence, and rolled the good candidate back 14 s in, before any request failed.
+    """
+    policy = fast_policy(steps=[5, 25, 50, 100], min_step=20.0, max_step=300.0, min_samples=200)
+    h = Harness(tmp_path, policy)
+    h.deployments.next_candidate = "v2first"
+    h.traffic.error_rate = {STABLE: 0.2, "v2first": 0.2}  # the incident: both versions fail
+    h.start()
+    h.run(30)
+    h.traffic.error_rate = {}  # the incident is over
+    assert h.run_to_end() == "promoted"
+    assert h.traffic.counter("v2first").errors > 0  # the new stable's counter holds the incident
+
+    h.deployments.next_candidate = CANDIDATE
+    h.start()
+    h.run(14)
+    h.traffic.update_cluster("v2first")  # the baseline's cluster is updated in place
+    assert h.run_to_end() == "promoted"
+    r = h.record()
+    assert r.candidate == CANDIDATE and h.deployments.track(CANDIDATE) == "stable"
+    (rebased,) = [e for e in h.events() if e["kind"] == "rollout-rebased"]
+    assert "envoy's 5xx count of the baseline went down from" in rebased["message"]
+    # The evidence before the update was kept: the first step counted the baseline's requests all along.
+    first = r.strata()[0]
+    assert first.baseline.requests > 90 * 20
+
+
+def test_a_request_count_that_goes_down_is_still_lost_evidence(tmp_path: Path):
+    h = Harness(tmp_path)
+    h.start()
+    h.run(3)
+    h.traffic.reset(STABLE)  # envoy restarted (or the cluster was re-created): requests start from zero
+    h.run(1)
+    r = h.record()
+    assert r.state == RolloutState.ROLLED_BACK and r.rule == "lost_evidence"
+    assert "request count of the baseline went down from" in (r.reason or "")
