@@ -11,7 +11,7 @@ from shiploop.server.controlplane import ControlPlane
 from shiploop.server.specs import spec_from_json
 from shiploop.spec import RolloutPolicy, ServiceSpec
 from shiploop.spec.models import default_route
-from shiploop.store.db import DeploymentRow
+from shiploop.store import DeploymentRow
 
 
 class ControlPlaneDeployments:

@@ -25,7 +25,7 @@ from shiploop.rollout.ports import Deployments, Notifier, ReadingSource
 from shiploop.rollout.readings import Observation, Reading, ReadingUnavailable
 from shiploop.rollout.record import RolloutRecord
 from shiploop.rollout.view import rollout_view
-from shiploop.store.db import Store
+from shiploop.store import Store
 
 EVAL_INTERVAL_S = 1.0
 # The state a rollout passes through while its traffic moves, and the event it ends with.

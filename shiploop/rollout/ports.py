@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from shiploop.rollout.readings import Observation
 from shiploop.spec import Alert, RolloutPolicy, ServiceSpec, Webhook
-from shiploop.store.db import DeploymentRow
+from shiploop.store import DeploymentRow
 
 
 class Deployments(Protocol):

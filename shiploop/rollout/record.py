@@ -17,7 +17,7 @@ from typing import Any
 from shiploop.naming import ACTIVE_ROLLOUT_STATES, RolloutState
 from shiploop.rollout.readings import Pair, Reading, Stratum
 from shiploop.spec import RolloutPolicy
-from shiploop.store.db import RolloutRow
+from shiploop.store import RolloutRow
 
 
 @functools.lru_cache(maxsize=64)

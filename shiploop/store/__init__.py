@@ -1,3 +1,3 @@
-from shiploop.store.db import DeploymentRow, ReplicaRow, Store
+from shiploop.store.db import DeploymentRow, ReplicaRow, RolloutRow, Store
 
-__all__ = ["DeploymentRow", "ReplicaRow", "Store"]
+__all__ = ["DeploymentRow", "ReplicaRow", "RolloutRow", "Store"]

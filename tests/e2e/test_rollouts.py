@@ -101,12 +101,14 @@ def test_good_candidate_is_promoted_when_a_baseline_replica_restarts_mid_rollout
     """Issue 6 item 10: an endpoint change updates the cluster in place, and Envoy then starts its 5xx
     counter and latency histogram again from zero (requests carry on). The old controller read that
     as lost evidence ("envoy restarted") and rolled a good candidate back, naming no real cause."""
-    policy = FAST_POLICY.replace("min_step: 3s", "min_step: 6s")
+    policy = FAST_POLICY.replace("min_step: 3s", "min_step: 8s")
     project.add_service("echo", "/echo/", extra=policy)
     project.cli("up", "--detach", "--port", str(project.port))
     stable = project.versions("echo")["stable"]["id"]
     (project.root / "echo" / "README.txt").write_text("v2\n")
-    with background_load(f"{project.url}/echo/x", rps=100):
+    with background_load(f"{project.url}/echo/x", rps=100) as load:
+        # Counts before the rollout: a reset to zero stays below the step's start for seconds.
+        load.wait_until(lambda r: r.total >= 500, 15)
         project.cli("rollout", "echo")
         wait_until(lambda: rollout_state(project)["last"] is not None, 15, interval=0.3, what="a first evaluation")
         ((pid,),) = project._query(f"SELECT pid FROM replicas WHERE version='{stable}' AND idx=0")
