@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from shiploop.errors import ShiploopError
 from shiploop.rollout.controller import RolloutController
 from shiploop.rollout.envoy_readings import EnvoyReadings
 from shiploop.server.controlplane import ControlPlane
@@ -33,7 +34,7 @@ class ControlPlaneDeployments:
     def sample_url(self, service: str) -> str | None:
         try:
             spec = self.cp.service(service)
-        except Exception:  # a service removed from the project: no hint, not an error
+        except ShiploopError:  # a service removed from the project: no hint, not an error
             return None
         routes = [r.model_dump() for r in spec.routes] or [default_route(service)]
         for r in routes:
