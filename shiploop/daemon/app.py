@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from shiploop.errors import ShiploopError
+from shiploop.errors import NotFound, ShiploopError
 from shiploop.rollout.controller import RolloutController
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import Observer
@@ -108,7 +108,7 @@ def create_app(
         cp.service(service)
         r = rollouts.latest_view(service)
         if r is None:
-            raise ShiploopError(f"{service} has had no rollout yet", hint=f"start one: shiploop rollout {service}")
+            raise NotFound(f"{service} has had no rollout yet", hint=f"start one: shiploop rollout {service}")
         return r
 
     @app.get("/v1/services/{service}/rollouts")

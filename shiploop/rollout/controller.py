@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shiploop.errors import ShiploopError
+from shiploop.errors import Conflict, NotFound, ShiploopError, Unavailable
 from shiploop.naming import ACTIVE_ROLLOUT_STATES, RolloutState, Track
 from shiploop.rollout.core import Move, Verdict, apply, judge
 from shiploop.rollout.notify import HttpNotifier
@@ -62,7 +62,7 @@ class RolloutController:
     def get(self, rollout_id: int) -> RolloutRecord:
         row = self.store.rollout(rollout_id)
         if row is None:
-            raise ShiploopError(f"no rollout #{rollout_id}")
+            raise NotFound(f"no rollout #{rollout_id}")
         return RolloutRecord.from_row(row)
 
     def latest(self, service: str) -> RolloutRecord | None:
@@ -106,7 +106,7 @@ class RolloutController:
     async def start(self, service: str) -> dict[str, Any]:
         current = self.latest(service)
         if current is not None and current.active:
-            raise ShiploopError(
+            raise Conflict(
                 f"{service} already has rollout #{current.id} ({current.state})",
                 hint=f"follow it: shiploop rollout status {service}; or end it: shiploop rollout abort {service}",
             )
@@ -181,7 +181,7 @@ class RolloutController:
         try:
             return await self._read(r)
         except ReadingUnavailable as e:
-            raise ShiploopError(f"cannot read {r.service}'s metrics from envoy: {e}") from e
+            raise Unavailable(f"cannot read {r.service}'s metrics from envoy: {e}") from e
 
     # -- the loop ------------------------------------------------------------------------------------------
 
@@ -293,7 +293,7 @@ class RolloutController:
     def _current(self, service: str) -> RolloutRecord:
         r = self.latest(service)
         if r is None or not r.active:
-            raise ShiploopError(f"{service} has no rollout in progress", hint=f"start one: shiploop rollout {service}")
+            raise Conflict(f"{service} has no rollout in progress", hint=f"start one: shiploop rollout {service}")
         return r
 
     async def pause(self, service: str) -> dict[str, Any]:

@@ -132,8 +132,6 @@ def _reason(decision: StepDecision, guardrails: Sequence[GuardrailResult]) -> st
         return "harm: " + harm_sentence(harmful[0]) + more
     if decision.rule == "srm":
         return decision.reason + "; the router is not splitting traffic as configured, holding until it does"
-    if decision.rule == "limit":
-        return decision.reason
     return decision.reason
 
 

@@ -35,9 +35,9 @@ def _steps(r: RolloutRecord, now: float) -> list[dict[str, Any]]:
         base: dict[str, int] | None = None
         if s.end is not None:
             try:
-                delta = s.end.minus(s.start)
-                cand = {"requests": delta.candidate.requests, "errors": delta.candidate.errors}
-                base = {"requests": delta.baseline.requests, "errors": delta.baseline.errors}
+                stratum = s.stratum()
+                cand = {"requests": stratum.candidate.requests, "errors": stratum.candidate.errors}
+                base = {"requests": stratum.baseline.requests, "errors": stratum.baseline.errors}
             except CountersReset:
                 pass  # the evidence of this step was lost; the reason says so
         elif current and (last.get("step") or {}).get("index") == s.index:

@@ -345,3 +345,17 @@ def test_a_request_count_that_goes_down_is_still_lost_evidence(tmp_path: Path):
     r = h.record()
     assert r.state == RolloutState.ROLLED_BACK and r.rule == "lost_evidence"
     assert "request count of the baseline went down from" in (r.reason or "")
+
+
+def test_a_rebased_step_still_shows_everything_it_counted(tmp_path: Path):
+    h = Harness(tmp_path, fast_policy(steps=[10, 100], min_step=5.0))
+    h.traffic.error_rate[STABLE] = 0.05
+    h.start()
+    h.run(2)
+    h.traffic.update_cluster(STABLE)
+    assert h.run_to_end() == "promoted"
+    first = h.view()["progress"][0]
+    served = h.record().steps[0]
+    assert served.carried is not None and served.base is not None
+    # Only the second of the update is missing from the step's count of the baseline's requests.
+    assert first["baseline"]["requests"] >= 90 * (served.ended_at - served.started_at - 1) * 0.9
