@@ -462,7 +462,7 @@ def real_rollout(p: RealProject, obs: Observed, scenario: Scenario, run: int) ->
     time.sleep(1.0)
     rows = [row for row in obs.snapshot() if row[1] == label]
     bad = [row for row in rows if row[2] >= 500 or row[3] >= SLOW_MS / 1000.0]
-    last_rule = ((outcome.get("last") or {}).get("rule")) or ""
+    last_rule = outcome.get("rule") or ((outcome.get("last") or {}).get("rule")) or ""
     result = {
         "scenario": scenario.key,
         "run": run,
