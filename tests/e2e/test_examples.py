@@ -19,7 +19,7 @@ import pytest
 
 from shiploop.procs import free_port
 from shiploop.rollout.judge import guardrail_results
-from shiploop.rollout.readings import Reading
+from shiploop.rollout.readings import Reading, Stratum
 from shiploop.spec import load_project
 from tests.conftest import wait_until
 
@@ -202,6 +202,8 @@ def test_api_policy_catches_the_demo_bug_at_the_first_step() -> None:
     base = 100 - policy.steps[0]
     stable = Reading(0.0, n * base // policy.steps[0], 0)
     buggy = Reading(0.0, n, round(0.08 * n))
-    assert any(g.result.harmful for g in guardrail_results(policy, buggy, stable))
-    assert not any(g.result.harmful for g in guardrail_results(policy, Reading(0.0, n, 0), stable))
+    first = policy.steps[0]
+    assert any(g.result.harmful for g in guardrail_results(policy, [Stratum(0, first, buggy, stable)]))
+    clean = Stratum(0, first, Reading(0.0, n, 0), stable)
+    assert not any(g.result.harmful for g in guardrail_results(policy, [clean]))
     assert policy.alpha == 0.05  # the demo is fast because of the load, not a looser test
