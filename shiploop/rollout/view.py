@@ -127,9 +127,9 @@ def _explain(r: RolloutRecord, now: float, sample_url: str | None) -> tuple[str,
         sentence = f"waiting for traffic: {requests} of {need} {_arm_word(r)} requests"
         if sample_url is None:
             return sentence, []
-        # Enough arrivals for min_samples at this weight within about a minute.
+        # Enough arrivals for min_samples at this weight in about 30 s of the minute suggested.
         share = max(r.weight, 1) / 100 if r.policy.strategy == "canary" else 1.0
-        rps = max(10, min(1000, round(need / share / 60 + 0.5)))
+        rps = max(10, min(1000, round(need / share / 30 + 0.5)))
         return sentence + f"; try: shiploop load {sample_url} --rps {rps} --duration 60s", []
     if elapsed < r.policy.min_step:
         return f"watching {step}: no harm so far; {elapsed:.0f} of {r.policy.min_step:g} s at this step", []

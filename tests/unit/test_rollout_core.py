@@ -152,7 +152,7 @@ def test_view_shows_progress_against_the_policy_and_no_rate_over_zero_requests()
     assert step["elapsed_s"] == 3.0 and step["min_step_s"] == 2.0 and step["max_step_s"] == 10.0
     assert view["summary"] == (
         "waiting for traffic: 12 of 50 canary requests; "
-        "try: shiploop load http://127.0.0.1:8080/web/ --rps 10 --duration 60s"
+        "try: shiploop load http://127.0.0.1:8080/web/ --rps 17 --duration 60s"
     )
     (g,) = view["guardrails"]
     assert g["estimate"] is not None and g["interval"][0] <= g["estimate"] <= g["interval"][1]
