@@ -5,6 +5,7 @@ No I/O and no clocks: the caller passes counts and elapsed time. See docs/analys
 
 from shiploop.analysis.fixed_threshold import FixedDecision, FixedThresholdPolicy, IntervalStats
 from shiploop.analysis.latency import Buckets, bucket_quantile, latency_exceedance
+from shiploop.analysis.mixture import boundary, log_mixture, log_one_sided
 from shiploop.analysis.proportions import (
     MIN_TRIALS,
     Counts,
@@ -12,14 +13,16 @@ from shiploop.analysis.proportions import (
     default_tau2,
     harm_test,
     per_guardrail_alpha,
+    poisson_upper,
+    stratified_harm_test,
+    stratum_terms,
 )
-from shiploop.analysis.simulation import binomial, simulate_rollout
-from shiploop.analysis.srm import SRM_P_VALUE, SrmResult, chi2_sf, srm_test
+from shiploop.analysis.srm import SRM_ALPHA, SrmResult, chi2_sf, srm_test
 from shiploop.analysis.step import GuardrailResult, StepDecision, StepInputs, evaluate_step
 
 __all__ = [
     "MIN_TRIALS",
-    "SRM_P_VALUE",
+    "SRM_ALPHA",
     "Buckets",
     "Counts",
     "FixedDecision",
@@ -30,14 +33,18 @@ __all__ = [
     "StepDecision",
     "StepInputs",
     "SrmResult",
-    "binomial",
+    "boundary",
     "bucket_quantile",
     "chi2_sf",
     "default_tau2",
     "evaluate_step",
     "harm_test",
     "latency_exceedance",
+    "log_mixture",
+    "log_one_sided",
     "per_guardrail_alpha",
-    "simulate_rollout",
+    "poisson_upper",
     "srm_test",
+    "stratified_harm_test",
+    "stratum_terms",
 ]

@@ -1,8 +1,11 @@
-"""A rollout policy applied to the deltas of candidate and baseline: guardrails and limits.
+"""A rollout policy applied to the evidence of candidate and baseline: guardrails and limits.
 
-`guardrail_results` takes the evidence step by step (strata): the weights
-change between steps, so a statistic that stratifies by step can replace the
-plain sum here without any caller changing.
+Guardrails compare the two versions within each step (a stratum: the weights
+stayed constant) and combine the steps (shiploop.analysis.stratified_harm_test),
+so a change of rates that both versions share, while the split moves, does not
+look like a difference. A step where the candidate has all the traffic (100%)
+has no concurrent baseline and gives the guardrails no evidence; there only the
+limits, ceilings on the candidate alone, judge.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from shiploop.analysis import (
     Counts,
     GuardrailResult,
     bucket_quantile,
-    harm_test,
     latency_exceedance,
     per_guardrail_alpha,
+    stratified_harm_test,
 )
 from shiploop.rollout.readings import Reading, Stratum
 from shiploop.spec import Guardrail, Limit, RolloutPolicy
@@ -27,46 +30,75 @@ def _app_counts(r: Reading, numerator: str, denominator: str) -> Counts:
     return Counts(min(num, den), den)
 
 
-def guardrail_results(policy: RolloutPolicy, strata: Sequence[Stratum]) -> list[GuardrailResult]:
-    """Each guardrail as an anytime-valid harm test; alpha is split across them (Bonferroni).
+def concurrent(strata: Sequence[Stratum]) -> list[Stratum]:
+    """The strata in which the baseline served beside the candidate (not the 100% step)."""
+    return [s for s in strata if s.weight < 100]
 
-    For now the strata are summed: the counts since the rollout began.
-    """
-    candidate, baseline = Reading(0.0), Reading(0.0)
-    for s in strata:
-        candidate, baseline = candidate.plus(s.candidate), baseline.plus(s.baseline)
+
+def guardrail_results(policy: RolloutPolicy, strata: Sequence[Stratum]) -> list[GuardrailResult]:
+    """Each guardrail as an anytime-valid stratified harm test; alpha is split across them (Bonferroni)."""
     alpha = per_guardrail_alpha(policy.alpha, max(1, len(policy.guardrails)))
+    live = concurrent(strata)
     out = []
     for g in policy.guardrails:
-        name, detail, cand, base = _guardrail_counts(g, candidate, baseline)
-        out.append(GuardrailResult(name, harm_test(cand, base, g.tolerance, alpha), detail))
+        name, detail, pairs = _guardrail_counts(g, live)
+        out.append(GuardrailResult(name, stratified_harm_test(pairs, g.tolerance, alpha), detail))
     return out
 
 
-def _guardrail_counts(g: Guardrail, candidate: Reading, baseline: Reading) -> tuple[str, str, Counts, Counts]:
+def latency_thresholds(strata: Sequence[Stratum], quantile: float) -> list[float | None]:
+    """The slow threshold of each stratum, frozen: the baseline's quantile in the step before.
+
+    The first step has no step before; its threshold is its own baseline's
+    quantile so far (the one threshold that still moves, for the first step only).
+    """
+    out: list[float | None] = []
+    previous: float | None = None
+    for s in strata:
+        own = bucket_quantile(s.baseline.buckets, quantile)
+        out.append(previous if previous is not None else own)
+        previous = own if own is not None else previous
+    return out
+
+
+def _guardrail_counts(g: Guardrail, strata: Sequence[Stratum]) -> tuple[str, str, list[tuple[Counts, Counts]]]:
     if g.kind == "error_rate":
-        return (
-            "error_rate",
-            "",
-            Counts(candidate.errors, candidate.requests),
-            Counts(baseline.errors, baseline.requests),
-        )
+        pairs = [
+            (Counts(s.candidate.errors, s.candidate.requests), Counts(s.baseline.errors, s.baseline.requests))
+            for s in strata
+        ]
+        return "error_rate", "", pairs
     if g.kind == "latency":
         q = g.quantile or 0.95
-        threshold, slow_c, slow_b = latency_exceedance(baseline.buckets, candidate.buckets, q)
-        detail = f"share slower than baseline p{q * 100:g} ({threshold:g} ms)" if threshold is not None else ""
-        return (f"latency_p{q * 100:g}", detail, slow_c, slow_b)
+        relative = g.relative or 0.0
+        pairs = []
+        threshold: float | None = None
+        for s, frozen in zip(strata, latency_thresholds(strata, q), strict=True):
+            threshold, slow_c, slow_b = latency_exceedance(
+                s.baseline.buckets,
+                s.candidate.buckets,
+                q,
+                baseline_total=s.baseline.requests,
+                candidate_total=s.candidate.requests,
+                threshold_ms=frozen,
+                relative=relative,
+            )
+            pairs.append((slow_c, slow_b))
+        label = f"share slower than baseline p{q * 100:g}"
+        if relative:
+            label += f" (candidate: {1 + relative:g}x)"
+        detail = f"{label} ({threshold:g} ms)" if threshold is not None else ""
+        return f"latency_p{q * 100:g}", detail, pairs
     assert g.numerator and g.denominator
-    return (
-        g.metric,
-        "",
-        _app_counts(candidate, g.numerator, g.denominator),
-        _app_counts(baseline, g.numerator, g.denominator),
-    )
+    pairs = [
+        (_app_counts(s.candidate, g.numerator, g.denominator), _app_counts(s.baseline, g.numerator, g.denominator))
+        for s in strata
+    ]
+    return g.metric, "", pairs
 
 
 def limit_breaches(limits: list[Limit], window: Reading, min_requests: int = 20) -> list[str]:
-    """Hard ceilings on the candidate alone over the recent window; no statistics.
+    """Hard ceilings on the candidate alone over the recent window; no statistics, at every step.
 
     At least `min_requests` in the window: with 10, three unlucky failures in
     fourteen requests of an 8%-error version broke a 20% limit (seen in the demo).

@@ -80,10 +80,15 @@ class Guardrail(_MetricModel):
     """
 
     tolerance: Annotated[float, Field(ge=0)]
+    # Latency only: count the candidate's requests slow above (1 + relative) times
+    # the baseline's quantile, i.e. "its p95 may be up to 10% higher" with 0.1.
+    relative: Annotated[float, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _quantile(self) -> Guardrail:
         _check_quantile(self.kind, self.quantile)
+        if self.relative is not None and self.kind != "latency":
+            raise spec_issue("relative only applies to the latency metric", hint="remove relative", field="relative")
         return self
 
 
