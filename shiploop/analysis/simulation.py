@@ -28,7 +28,15 @@ from shiploop.spec import RolloutPolicy
 
 LIMIT_WINDOW_S = 10  # as the controller's limit window
 LIMIT_MIN_REQUESTS = 20  # as rollout.judge.limit_breaches
-_lgamma = np.frompyfunc(math.lgamma, 1, 1)
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def lgamma(x: np.ndarray) -> np.ndarray:
+    """log Γ(x) for x > 0, vectorised: Stirling's series at x + 6 (error < 1e-12), shifted back."""
+    y = x + 6.0
+    series = 1.0 / (12.0 * y) - 1.0 / (360.0 * y**3) + 1.0 / (1260.0 * y**5) - 1.0 / (1680.0 * y**7)
+    shift = np.log(x * (x + 1.0) * (x + 2.0) * (x + 3.0) * (x + 4.0) * (x + 5.0))
+    return (y - 0.5) * np.log(y) - y + _HALF_LOG_2PI + series - shift
 
 
 @dataclass(frozen=True)
@@ -131,14 +139,13 @@ def _srm_mismatch(n_c: np.ndarray, n_b: np.ndarray, weight: np.ndarray) -> np.nd
     nc, nb, w = n_c[live].astype(float), n_b[live].astype(float), weight[live] / 100.0
     k = SRM_CONCENTRATION
     a_c, a_b = k * w, k * (1.0 - w)
-    lg = lambda x: np.asarray(_lgamma(x), dtype=float)  # noqa: E731
     log_bf = (
         math.lgamma(k)
-        - lg(k + nc + nb)
-        + lg(a_c + nc)
-        - lg(a_c)
-        + lg(a_b + nb)
-        - lg(a_b)
+        - lgamma(k + nc + nb)
+        + lgamma(a_c + nc)
+        - lgamma(a_c)
+        + lgamma(a_b + nb)
+        - lgamma(a_b)
         - nc * np.log(w)
         - nb * np.log(1.0 - w)
     )
@@ -177,17 +184,19 @@ def simulate(
         if world.incident
         else normal
     )
-    cand_factor = world.candidate_latency_factor
+    cand_normal = bucket_probabilities(
+        bounds, world.latency_median_ms, world.latency_sigma, world.candidate_latency_factor
+    )
+    # Buckets no scenario reaches with a chance above 1e-12 are left out of the draws.
+    used = np.flatnonzero(np.maximum.reduce([normal, slow_incident, cand_normal]) > 1e-12)
     p_error_limit = next((lim.max for lim in policy.limits if lim.kind == "error_rate"), None)
 
-    incident_start = (
-        rng.uniform(0.0, world.incident_window_s, runs) if world.incident else np.full(runs, np.inf)
-    )
+    incident_start = rng.uniform(0.0, world.incident_window_s, runs) if world.incident else np.full(runs, np.inf)
     incident_end = incident_start + (world.incident.duration_s if world.incident else 0.0)
     p_c_base = world.base_error if world.candidate_error is None else world.candidate_error
 
     step = np.zeros(runs, dtype=int)
-    step_started = np.zeros(runs)
+    step_started: np.ndarray[Any, Any] = np.zeros(runs)
     alive = np.ones(runs, dtype=bool)
     outcome = np.full(runs, "undecided", dtype=object)
     rule = np.full(runs, "", dtype=object)
@@ -220,17 +229,16 @@ def simulate(
         x_b = rng.binomial(n_b, p_b)
         if latency_g:
             slow_now = during if world.incident and world.incident.latency_factor != 1.0 else np.zeros(runs, bool)
-            add_b = rng.multinomial(np.where(slow_now, 0, n_b), normal) + rng.multinomial(
-                np.where(slow_now, n_b, 0), slow_incident
-            )
-            cand_normal = (
-                normal
-                if cand_factor == 1.0
-                else bucket_probabilities(bounds, world.latency_median_ms, world.latency_sigma, cand_factor)
-            )
-            add_c = rng.multinomial(np.where(slow_now, 0, n_c), cand_normal) + rng.multinomial(
-                np.where(slow_now, n_c, 0), slow_incident
-            )
+            add_b = np.zeros((runs, nb_))
+            add_c = np.zeros((runs, nb_))
+            # Only the runs still going, and only the buckets with any mass (the cost is per bucket).
+            for mask, probs_c, probs_b in (
+                (alive & ~slow_now, cand_normal, normal),
+                (alive & slow_now, slow_incident, slow_incident),
+            ):
+                if mask.any():
+                    add_b[np.ix_(mask, used)] = rng.multinomial(n_b[mask], probs_b[used] / probs_b[used].sum())
+                    add_c[np.ix_(mask, used)] = rng.multinomial(n_c[mask], probs_c[used] / probs_c[used].sum())
             bins_c += add_c
             bins_b += add_b
         if trace_runs:
@@ -294,7 +302,7 @@ def simulate(
         advance = rest & ~no_data & (elapsed >= policy.min_step) & ~short
         no_data_action = {"hold": "held", "fail": "rolled_back", "pass": "advance"}[policy.on_no_data]
 
-        def end(mask: np.ndarray, what: str, why: str) -> None:
+        def end(mask: np.ndarray, what: str, why: str, t: int = t, weight: np.ndarray = weight) -> None:
             outcome[mask] = what
             rule[mask] = why
             t_end[mask] = t
@@ -317,10 +325,10 @@ def simulate(
                 cum_b = np.cumsum(bins_b[:, :-1], axis=1)
                 own = _quantile_index(cum_b, q)
                 prev_threshold = np.where(nxt & (own >= 0), own, prev_threshold)
-            step = np.where(nxt, step + 1, step)
+            step = np.where(nxt, step + 1, step).astype(int)
             step_started = np.where(nxt, float(t), step_started)
-            for arr in cur.values():
-                arr[nxt] = 0.0
+            for counts in cur.values():
+                counts[nxt] = 0.0
             bins_c[nxt] = 0.0
             bins_b[nxt] = 0.0
     trace = {n: np.stack(v, axis=1) for n, v in traced.items() if v}

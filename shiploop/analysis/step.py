@@ -132,7 +132,10 @@ def evaluate_step(inputs: StepInputs) -> StepDecision:
     if srm is not None and srm.mismatch:
         split = ", ".join(f"{k} {v}" for k, v in srm.observed.items())
         return decide(
-            "hold", "srm", f"sample ratio mismatch: observed {split} (Bayes factor {_num(srm.log_bayes_factor)} ≥ 1/α, χ²={srm.chi2:.3g})"
+            "hold",
+            "srm",
+            f"sample ratio mismatch: observed {split} "
+            f"(Bayes factor {_num(srm.log_bayes_factor)} ≥ 1/α, χ²={srm.chi2:.3g})",
         )
 
     past_max = inputs.elapsed_s >= inputs.max_step_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+
 import pytest
 
 from shiploop.analysis import (
@@ -100,7 +101,10 @@ def test_one_sided_mixture_is_the_half_normal_integral() -> None:
     for s, info in ((50.0, 1e4), (-30.0, 1e4), (400.0, 2e5), (0.0, 5e3)):
         tau = math.sqrt(tau2)
         grid = [i * 8 * tau / 20_000 for i in range(20_001)]
-        f = [math.exp(t * s - t * t * info / 2) * 2 * math.exp(-t * t / (2 * tau2)) / (tau * math.sqrt(2 * math.pi)) for t in grid]
+        f = [
+            math.exp(t * s - t * t * info / 2) * 2 * math.exp(-t * t / (2 * tau2)) / (tau * math.sqrt(2 * math.pi))
+            for t in grid
+        ]
         integral = sum((f[i] + f[i + 1]) / 2 * (grid[i + 1] - grid[i]) for i in range(len(grid) - 1))
         assert log_one_sided(s, info, tau2) == pytest.approx(math.log(integral), abs=1e-4)
     # Far in the tails it stays finite.

@@ -462,7 +462,7 @@ def test_full_example_loads_with_values_and_defaults(tmp_path: Path) -> None:
     assert (api.health.path, api.health.timeout, api.health.interval) == ("/healthz", 2.0, 1.0)
     assert api.rollout.strategy == "canary"
     assert api.rollout.steps == [5, 25, 50, 100]
-    assert (api.rollout.min_step, api.rollout.max_step) == (20.0, 300.0)
+    assert (api.rollout.min_step, api.rollout.max_step) == (60.0, 300.0)
     assert [(g.kind, g.tolerance, g.quantile) for g in api.rollout.guardrails] == [
         ("error_rate", 0.002, None),
         ("latency", 0.05, 0.95),
