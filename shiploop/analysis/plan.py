@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shiploop.analysis.mixture import boundary
-from shiploop.analysis.proportions import mixture_of
+from shiploop.analysis.proportions import conservative_variance, mixture_of
 
 _Z = {0.5: 0.0, 0.8: 0.8416, 0.9: 1.2816, 0.95: 1.6449}
 
@@ -57,7 +57,8 @@ def _information(steps: Sequence[StepPlan], rps: float, p_b: float, p_c: float) 
             continue
         n_c = rps * s.weight / 100.0 * s.expected_s
         n_b = rps * (100 - s.weight) / 100.0 * s.expected_s
-        info += 1.0 / (p_c * (1.0 - p_c) / n_c + p_b * (1.0 - p_b) / n_b)
+        # As the test computes it: the conservative variance at the expected counts.
+        info += 1.0 / float(conservative_variance(p_c * n_c, n_c) + conservative_variance(p_b * n_b, n_b))
     return info
 
 

@@ -2,7 +2,9 @@
 
 Environment: PORT, SHIPLOOP_SERVICE, SHIPLOOP_VERSION, plus knobs
 FAIL_RATE (0..1 share of 500s), SLOW_RATE and SLOW_MS (share of requests
-delayed), CRASH_AFTER (exit after N requests), NOT_READY (never healthy).
+delayed), CRASH_AFTER (exit after N requests), NOT_READY (never healthy),
+FAIL_FILE (while this file exists, fail the share of requests written in it:
+an incident shared by every version that reads the same path).
 """
 
 import json
@@ -20,6 +22,17 @@ SLOW_RATE = float(os.environ.get("SLOW_RATE", "0"))
 SLOW_MS = float(os.environ.get("SLOW_MS", "0"))
 CRASH_AFTER = int(os.environ.get("CRASH_AFTER", "0"))
 NOT_READY = os.environ.get("NOT_READY") == "1"
+FAIL_FILE = os.environ.get("FAIL_FILE", "")
+
+
+def fail_rate():
+    if FAIL_FILE:
+        try:
+            with open(FAIL_FILE) as f:
+                return float(f.read() or "0")
+        except (OSError, ValueError):
+            pass
+    return FAIL_RATE
 
 lock = threading.Lock()
 served = {"requests": 0, "errors": 0}
@@ -66,7 +79,8 @@ class Handler(BaseHTTPRequestHandler):
             n = served["requests"]
         if SLOW_RATE and random.random() < SLOW_RATE:
             time.sleep(SLOW_MS / 1000)
-        if FAIL_RATE and random.random() < FAIL_RATE:
+        rate = fail_rate()
+        if rate and random.random() < rate:
             with lock:
                 served["errors"] += 1
             self._send(500, json.dumps({"error": "injected", "version": VERSION}))

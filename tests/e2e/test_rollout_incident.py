@@ -1,0 +1,74 @@
+"""A shared incident during a rollout: both versions fail, the candidate is not to blame.
+
+Issue 7: with counts pooled since the rollout began, a shared incident while
+the split moved from 20% to 50% looked like a difference between the versions,
+and an identical candidate was rolled back. The guardrails now compare the
+versions within each step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shiploop.loadgen import background_load
+from tests.conftest import wait_until
+from tests.daemon_helpers import Project
+
+# Three 20 s steps: the 30 s incident starts 10 s into the 20% step and ends as the 100% step begins.
+POLICY = """rollout:
+  steps: [20, 50, 100]
+  min_step: 20s
+  max_step: 1m
+  min_samples: 40
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    p = Project(tmp_path / "proj")
+    p.root.mkdir()
+    (p.root / "shiploop.yaml").write_text("name: incident\n")
+    yield p
+    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
+    p.cli("down", check=False)
+    assert p.running(procs) == [], "down left processes behind"
+
+
+def rollout_state(project: Project) -> dict[str, Any]:
+    return dict(json.loads(project.cli("rollout", "status", "echo", "--json").stdout))
+
+
+@pytest.mark.slow
+def test_identical_candidate_survives_a_shared_incident_in_the_middle(project: Project, tmp_path: Path):
+    incident = tmp_path / "incident"  # while it exists, every version fails 20% of requests
+    project.add_service("echo", "/echo/", env={"FAIL_FILE": str(incident)}, extra=POLICY)
+    project.cli("up", "--detach", "--port", str(project.port))
+    (project.root / "echo" / "README.txt").write_text("content differs, behaviour does not\n")
+    with background_load(f"{project.url}/echo/x", rps=100) as load:
+        load.wait_until(lambda r: r.total >= 100, 10)
+        project.cli("rollout", "echo")
+        wait_until(
+            lambda: (rollout_state(project).get("last") or {}).get("elapsed_s", 0) >= 10,
+            30,
+            interval=0.5,
+            what="10 s into the first step",
+        )
+        incident.write_text("0.2")
+        began = time.monotonic()
+        wait_until(lambda: time.monotonic() - began >= 30, 35, interval=0.2, what="the 30 s incident")
+        during = rollout_state(project)
+        incident.unlink()
+        r = project.cli("rollout", "status", "echo", "--wait", "--json", check=False, timeout=120)
+        report = load.report()
+    assert during["state"] == "progressing" and during["step"] >= 1, during  # the incident spanned a step change
+    assert r.returncode == 0, r.stdout + r.stderr
+    outcome = json.loads(r.stdout)
+    assert outcome["state"] == "promoted", outcome["reason"]
+    # The incident was real: about 20% of 30 s at 100 rps failed, on both versions.
+    assert report.status_counts.get(500, 0) >= 300, report.render()
