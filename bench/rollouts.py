@@ -9,6 +9,12 @@ Scenarios at 100 rps, baseline at 0.1% errors and ~3 ms latency:
   (d) the candidate adds 100 ms to 20% of requests;
 and an A/A run (candidate = baseline) for the false rollback rate.
 
+Then the statistics tables of docs/analysis.md (issue 7), from
+shiploop.analysis.simulation (vectorised, the judge's primitives; checked run
+by run against the judge in tests/unit/test_rollout_sim.py), 4,000 runs each:
+A/A with a 60 s incident shared by both versions, constant-rate A/A at 5 and
+100 rps, SRM false holds, and power with the share caught before 100% exposure.
+
 For each: the time to rollback, counted from the moment the candidate first
 gets traffic, and the blast radius, the number of requests users got from the
 candidate that failed (5xx) or were slow (>= +100 ms).
@@ -61,15 +67,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from bench.common import REPO, machine, percentile, print_header, table, write_results
-from shiploop.analysis import FixedThresholdPolicy, IntervalStats, binomial
+from shiploop.analysis import FixedThresholdPolicy, IntervalStats
+from shiploop.analysis.simulation import Incident, SimResult, World
+from shiploop.analysis.simulation import simulate as simulate_many
 from shiploop.gateway.render import HISTOGRAM_BUCKETS_MS, VERSION_HEADER
 from shiploop.naming import RolloutState
 from shiploop.rollout.core import Move, apply, judge
 from shiploop.rollout.readings import Observation, Pair, Reading
 from shiploop.rollout.record import RolloutRecord
-from shiploop.spec import Guardrail, RolloutPolicy
+from shiploop.spec import RolloutPolicy
 
 NAME = "rollouts"
 RPS = 100
@@ -110,6 +119,34 @@ AA = Scenario("aa", "A/A: 0.1% vs 0.1%", BASE_ERROR)
 
 
 # -- the request stream ---------------------------------------------------------------------------
+
+# Below this mean the binomial is drawn exactly by geometric skipping (cost ~ mean);
+# above it the normal approximation is accurate to well under one count.
+_EXACT_MEAN = 15.0
+
+
+def binomial(rng: random.Random, n: int, p: float) -> int:
+    """A Binomial(n, p) draw (Python 3.11 has no random.binomialvariate)."""
+    if n <= 0 or p <= 0.0:
+        return 0
+    if p >= 1.0:
+        return n
+    if p > 0.5:
+        return n - binomial(rng, n, 1.0 - p)
+    mean = n * p
+    if mean >= _EXACT_MEAN:
+        draw = round(rng.gauss(mean, math.sqrt(mean * (1.0 - p))))
+        return min(n, max(0, draw))
+    # Trials up to and including each success are Geometric(p): skip over them.
+    log_q = math.log1p(-p)
+    successes = 0
+    position = 0
+    while True:
+        position += int(math.log(1.0 - rng.random()) / log_q) + 1
+        if position > n:
+            return successes
+        successes += 1
+
 
 BOUNDS = tuple(float(b) for b in HISTOGRAM_BUCKETS_MS)
 
@@ -290,20 +327,14 @@ Runner = Callable[[int, Scenario], RunResult]
 
 def policies() -> dict[str, tuple[str, Runner]]:
     ours = RolloutPolicy()
-    # Not a default: the earlier default (1-point error tolerance, 10 s steps), for scenario (c) and A/A,
-    # to show what the change of default bought.
-    loose = RolloutPolicy(
-        min_step=10.0,
-        guardrails=[
-            Guardrail(metric="error_rate", tolerance=0.01),
-            Guardrail(metric="latency", quantile=0.95, tolerance=0.05),
-        ],
-    )
+    # Not a default: the earlier 20 s steps, for scenario (c) and A/A, to show what the
+    # longer steps buy now that the 100% step no longer counts as evidence.
+    short = RolloutPolicy(min_step=20.0)
     flagger = FixedThresholdPolicy()
     return {
         "ours": ("ours (default policy)", lambda seed, sc: run_ours(seed, sc, ours)),
         "flagger": ("Flagger-like", lambda seed, sc: run_flagger(seed, sc, flagger)),
-        "ours_loose": ("ours, 1-pt tolerance, 10 s steps (old default)", lambda seed, sc: run_ours(seed, sc, loose)),
+        "ours_loose": ("ours, 20 s steps (old default)", lambda seed, sc: run_ours(seed, sc, short)),
     }
 
 
@@ -360,7 +391,14 @@ def binomial_upper(x: int, n: int, confidence: float = 0.95) -> float:
         return 1.0
 
     def cdf(p: float) -> float:
-        return sum(math.comb(n, k) * p**k * (1.0 - p) ** (n - k) for k in range(x + 1))
+        # In logs: the terms overflow a float for thousands of runs.
+        head = math.lgamma(n + 1)
+        logs = [
+            head - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p) + (n - k) * math.log1p(-p)
+            for k in range(x + 1)
+        ]
+        top = max(logs)
+        return math.exp(top) * sum(math.exp(v - top) for v in logs)
 
     lo, hi = x / n, 1.0
     for _ in range(60):
@@ -531,6 +569,90 @@ def run_real(scenarios: list[Scenario], repeats: int, work: Path) -> dict[str, A
     return {"baseline": baseline, "runs": out, "load": load_report}
 
 
+# -- the statistics tables (issue 7), vectorised -------------------------------------------------------------------
+
+INCIDENT_WINDOW_S = 240.0  # incidents start anywhere in the default rollout's 240 s
+
+
+def _stats_row(label: str, condition: str, r: SimResult) -> dict[str, Any]:
+    n = len(r.outcome)
+    back = int(np.sum(r.outcome == "rolled_back"))
+    before = int(np.sum((r.outcome == "rolled_back") & (r.weight_at_end < 100)))
+    promoted = r.outcome == "promoted"
+    caught = r.outcome == "rolled_back"
+    return {
+        "label": label,
+        "condition": condition,
+        "runs": n,
+        "rolled_back": back,
+        "rolled_back_upper95": binomial_upper(back, n),
+        "rolled_back_before_100": before,
+        "promoted": int(promoted.sum()),
+        "held": int(np.sum(r.outcome == "held")),
+        "srm_held_runs": int(np.sum(r.srm_held_s > 0)),
+        "promote_p50_s": float(np.median(r.t_s[promoted])) if promoted.any() else math.nan,
+        "caught_p50_s": float(np.median(r.t_s[caught])) if caught.any() else math.nan,
+    }
+
+
+def stats_tables(runs: int) -> list[dict[str, Any]]:
+    """The measurements docs/analysis.md and the README quote, each with its condition."""
+    default, short = RolloutPolicy(), RolloutPolicy(min_step=20.0)
+    steps = "steps 5/25/50/100, min_step 60 s"
+    rows: list[dict[str, Any]] = []
+
+    def run(label: str, condition: str, policy: RolloutPolicy, world: World, seed: int, horizon: int = 1800) -> None:
+        t0 = time.process_time()
+        r = simulate_many(policy, world, runs, seed, BOUNDS, horizon_s=horizon)
+        rows.append(_stats_row(label, condition, r) | {"cpu_s": time.process_time() - t0})
+        print(f"  {label:<44} {condition:<58} rolled back {rows[-1]['rolled_back']}/{runs}", flush=True)
+
+    for name, base, inc in (
+        ("A/A, shared incident 0.1% -> 2% errors", 0.001, Incident(0.0, 60.0, error=0.02)),
+        ("A/A, shared incident 0.1% -> 5% errors", 0.001, Incident(0.0, 60.0, error=0.05)),
+        ("A/A, shared incident 0.1% -> 20% errors", 0.001, Incident(0.0, 60.0, error=0.2)),
+        ("A/A, shared incident 10% -> 30% errors", 0.1, Incident(0.0, 60.0, error=0.3)),
+        ("A/A, shared incident latency x3", 0.001, Incident(0.0, 60.0, latency_factor=3.0)),
+    ):
+        world = World(rps=RPS, base_error=base, incident=inc, incident_window_s=INCIDENT_WINDOW_S)
+        run(name, f"100 rps, 60 s incident starting in [0, 240) s, {steps}", default, world, seed_of(AA, len(rows)))
+    for rps in (5, 100):
+        for w in (5, 50):
+            policy = RolloutPolicy(steps=[w, 100], min_step=300.0, max_step=600.0, min_samples=20)
+            run(
+                f"A/A, constant 10% errors, {rps} rps, {w}% weight",
+                f"one {w}% step of 300 s (min_samples 20), judged every second",
+                policy,
+                World(rps=rps, base_error=0.1),
+                seed_of(AA, 100 + rps + w),
+                horizon=301,
+            )
+    run("A/A 0.1%: promotion time, SRM", f"100 rps, {steps}", default, World(rps=RPS), seed_of(AA, 200))
+    low = RolloutPolicy(min_samples=20)
+    run("A/A 0.1%: SRM at low traffic", f"5 rps, {steps}, min_samples 20", low, World(rps=5), seed_of(AA, 201))
+    for base, cand in ((0.001, 0.01), (0.01, 0.02)):
+        for policy, cond in ((default, steps), (short, "steps 5/25/50/100, min_step 20 s (old default)")):
+            world = World(rps=RPS, base_error=base, candidate_error=cand)
+            run(f"regression {base:.1%} -> {cand:.0%} errors", f"100 rps, {cond}", policy, world, seed_of(AA, 300))
+    return rows
+
+
+def print_stats(rows: list[dict[str, Any]]) -> None:
+    print()
+    print(
+        table(
+            ["scenario", "condition", "runs", "rolled back", "95% upper", "before 100%", "promoted", "SRM held",
+             "p50 promote s", "p50 caught s"],
+            [
+                [r["label"], r["condition"], r["runs"], r["rolled_back"], f"{r['rolled_back_upper95']:.4f}",
+                 r["rolled_back_before_100"], r["promoted"], r["srm_held_runs"], seconds(r["promote_p50_s"]),
+                 seconds(r["caught_p50_s"])]
+                for r in rows
+            ],
+        )
+    )  # fmt: skip
+
+
 # -- main ---------------------------------------------------------------------------------------------------------
 
 
@@ -541,7 +663,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=None, help="simulated runs per scenario (default 200)")
     parser.add_argument("--aa-runs", type=int, default=None, help="simulated A/A runs per policy (default 1000)")
     parser.add_argument("--real-repeats", type=int, default=None, help="real rollouts per scenario (default 2)")
+    parser.add_argument("--stats-runs", type=int, default=None, help="runs per statistics scenario (default 4000)")
+    parser.add_argument("--stats-only", action="store_true", help="only the statistics tables (issue 7)")
+    parser.add_argument("--no-stats", action="store_true", help="skip the statistics tables")
     args = parser.parse_args()
+    stats_runs = args.stats_runs or (500 if args.quick else 4000)
+    if args.stats_only:
+        rows = stats_tables(stats_runs)
+        print_stats(rows)
+        write_results(f"{NAME}_stats", {"benchmark": f"{NAME}_stats", "machine": machine(), "rows": rows})
+        return
     runs = args.runs or (30 if args.quick else 200)
     aa_runs = args.aa_runs or (100 if args.quick else 1000)
     repeats = args.real_repeats or (1 if args.quick else 2)
@@ -654,6 +785,12 @@ def main() -> None:
     write_results(
         NAME, {"benchmark": NAME, "mode": "simulation", "machine": info, "params": params, "scenarios": sim, "aa": aa}
     )
+
+    if not args.no_stats:
+        print(f"\nSTATISTICS (shiploop.analysis.simulation, {stats_runs} runs each)\n", flush=True)
+        stats = stats_tables(stats_runs)
+        print_stats(stats)
+        write_results(f"{NAME}_stats", {"benchmark": f"{NAME}_stats", "machine": info, "rows": stats})
 
     if not args.real:
         return
