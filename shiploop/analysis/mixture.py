@@ -91,11 +91,25 @@ def boundary(info: float, tau2s: Sequence[float], alpha: float) -> float:
     lo, hi = 0.0, math.sqrt(info)
     while log_mixture(hi, info, tau2s) < target:
         lo, hi = hi, 2.0 * hi
-    # To a relative precision of 1e-10: a bound on a rate, far finer than any count moves it.
-    while hi - lo > 1e-10 * hi:
-        mid = (lo + hi) / 2
-        if log_mixture(mid, info, tau2s) >= target:
-            hi = mid
+    # Regula falsi, Illinois variant: about ten evaluations to a relative precision of
+    # 1e-10 (bisection needed 33), which matters when the judge runs every second.
+    f_lo, f_hi = log_mixture(lo, info, tau2s) - target, log_mixture(hi, info, tau2s) - target
+    side = 0
+    for _ in range(100):
+        if hi - lo <= 1e-10 * hi:
+            break
+        mid = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        f_mid = log_mixture(mid, info, tau2s) - target
+        if f_mid == 0.0:
+            return mid
+        if f_mid > 0.0:
+            hi, f_hi = mid, f_mid
+            if side == 1:
+                f_lo /= 2.0
+            side = 1
         else:
-            lo = mid
+            lo, f_lo = mid, f_mid
+            if side == -1:
+                f_hi /= 2.0
+            side = -1
     return hi
