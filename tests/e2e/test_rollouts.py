@@ -81,7 +81,7 @@ def test_candidate_slowing_a_fifth_of_requests_by_100ms_is_rolled_back(project: 
 
 @pytest.mark.slow
 def test_identical_candidate_is_promoted_through_every_step(project: Project):
-    """The default policy's long horizon (20 s steps, ~100 s to promote) is covered by the fake-clock
+    """The default policy's long horizon (60 s steps, ~240 s to promote) is covered by the fake-clock
     unit tests and bench/rollouts.py; here the same machinery runs on a short test policy."""
     project.add_service("echo", "/echo/", extra=FAST_POLICY)
     project.cli("up", "--detach", "--port", str(project.port))
