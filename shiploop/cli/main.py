@@ -269,7 +269,7 @@ def logs(
         time.sleep(0.2)
 
 
-ROLLOUT_ACTIONS = ("status", "pause", "resume", "abort", "promote")
+ROLLOUT_ACTIONS = ("status", "plan", "pause", "resume", "abort", "promote")
 
 
 @app.command(name="rollout")
@@ -277,7 +277,8 @@ def rollout_cmd(
     first: Annotated[
         str,
         typer.Argument(
-            metavar="[ACTION] SERVICE", help="SERVICE, or one of status|pause|resume|abort|promote followed by SERVICE"
+            metavar="[ACTION] SERVICE",
+            help="SERVICE, or one of status|plan|pause|resume|abort|promote followed by SERVICE",
         ),
     ],
     second: Annotated[str | None, typer.Argument(metavar="", show_default=False)] = None,
@@ -290,6 +291,11 @@ def rollout_cmd(
     c = client()
     if second is None:
         service = first
+        try:  # Up front: a policy the measured traffic cannot carry out (issue 7.7).
+            for warning in c.get(f"/v1/services/{service}/rollout/plan")["warnings"]:
+                err.print(f"warning: {warning}; see: shiploop rollout plan {service}")
+        except ShiploopError:
+            pass  # no traffic measured yet: nothing to warn about
         with console.status(f"starting the candidate of {service}..."):
             r = c.post(f"/v1/services/{service}/rollout")
         if not wait:
@@ -303,6 +309,10 @@ def rollout_cmd(
     action, service = first, second
     if action not in ROLLOUT_ACTIONS:
         raise ShiploopError(f"unknown rollout action '{action}'", hint=f"one of: {', '.join(ROLLOUT_ACTIONS)}")
+    if action == "plan":
+        r = c.get(f"/v1/services/{service}/rollout/plan")
+        emit_json(r) if as_json else console.print(rollout_view.render_plan(r))
+        return
     if action == "status":
         if wait:
             _watch(c, service, as_json)

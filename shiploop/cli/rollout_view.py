@@ -131,3 +131,32 @@ def history_table(rows: list[dict[str, Any]]) -> Table:
             Text(reason),
         )
     return table
+
+
+def render_plan(p: dict[str, Any]) -> Group:
+    """`rollout plan`: time per step and the smallest error regression caught before 100%."""
+    head = Text.assemble(
+        (f"{p['service']}", "bold"),
+        f": {p['strategy']} at {p['rps']:g} rps, baseline errors {_pct(p['base_rate'])}",
+    )
+    t = Table(box=None, show_header=True, header_style="dim")
+    for col in ("step", "weight", "expected time", "reaches min_samples"):
+        t.add_column(col)
+    for i, s in enumerate(p["steps"], 1):
+        t.add_row(str(i), f"{s['weight']}%", f"{s['expected_s']:.0f}s", "yes" if s["reaches_min_samples"] else "no")
+    smallest = p["smallest_regression"]
+    catch = (
+        f"smallest error regression caught before 100% with power {p['power']:g}: "
+        f"+{smallest * 100:.2f} points ({_pct(p['base_rate'])} -> {_pct(p['base_rate'] + smallest)})"
+        if smallest is not None
+        else "no error-rate guardrail, or too little traffic before 100% to promise a catch"
+    )
+    short = next((i for i, s in enumerate(p["steps"], 1) if not s["reaches_min_samples"]), None)
+    timing = (
+        f"identical candidate promoted in about {p['total_s']:.0f}s"
+        if short is None
+        else f"step {short} cannot reach min_samples within max_step: the rollout stops there (on_no_data)"
+    )
+    lines: list[Any] = [head, t, Text(timing), Text(catch)]
+    lines.extend(Text(f"warning: {w}", style="yellow") for w in p["warnings"])
+    return Group(*lines)

@@ -10,8 +10,10 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from shiploop.errors import NotFound, ShiploopError
+from shiploop.errors import NotFound, ShiploopError, Unavailable
+from shiploop.naming import Track
 from shiploop.rollout.controller import RolloutController
+from shiploop.rollout.plan import policy_plan
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import Observer
 
@@ -110,6 +112,19 @@ def create_app(
         if r is None:
             raise NotFound(f"{service} has had no rollout yet", hint=f"start one: shiploop rollout {service}")
         return r
+
+    @app.get("/v1/services/{service}/rollout/plan")
+    async def rollout_plan(service: str) -> dict[str, Any]:
+        """The policy of the service's current code at the stable version's measured traffic."""
+        policy = cp.service(service).rollout
+        stable = next((d.version for d in cp.store.deployments(service) if d.track == Track.STABLE), None)
+        traffic = observer.summary(service, stable) if stable else None
+        if not traffic or not traffic["rps"]:
+            raise Unavailable(
+                f"no traffic measured for {service} yet (the plan needs its request rate)",
+                hint="send traffic, then check it arrives: shiploop status",
+            )
+        return policy_plan(policy, traffic["rps"], traffic["error_rate"]) | {"service": service}
 
     @app.get("/v1/services/{service}/rollouts")
     async def rollout_history(service: str, limit: int = 20) -> list[dict[str, Any]]:

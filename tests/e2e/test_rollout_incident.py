@@ -52,6 +52,12 @@ def test_identical_candidate_survives_a_shared_incident_in_the_middle(project: P
     (project.root / "echo" / "README.txt").write_text("content differs, behaviour does not\n")
     with background_load(f"{project.url}/echo/x", rps=100) as load:
         load.wait_until(lambda r: r.total >= 100, 10)
+        # `rollout plan` reads the policy and the stable version's measured traffic.
+        ok = lambda: project.cli("rollout", "plan", "echo", "--json", check=False).returncode == 0  # noqa: E731
+        wait_until(ok, 15, interval=0.5, what="the stable version's measured traffic")
+        plan = json.loads(project.cli("rollout", "plan", "echo", "--json").stdout)
+        assert [s["weight"] for s in plan["steps"]] == [20, 50, 100] and 50 < plan["rps"] < 150, plan
+        assert plan["warnings"] == [] and plan["smallest_regression"] > 0.002
         project.cli("rollout", "echo")
         wait_until(
             lambda: (rollout_state(project).get("last") or {}).get("elapsed_s", 0) >= 10,
