@@ -137,7 +137,7 @@ def render_plan(p: dict[str, Any]) -> Group:
     """`rollout plan`: time per step and the smallest error regression caught before 100%."""
     head = Text.assemble(
         (f"{p['service']}", "bold"),
-        f": {p['strategy']} at {p['rps']:g} rps, baseline errors {_pct(p['base_rate'])}",
+        f": {p['strategy']} at {p['rps']:g} rps, baseline errors {_rate(p['base_rate'])}",
     )
     t = Table(box=None, show_header=True, header_style="dim")
     for col in ("step", "weight", "expected time", "reaches min_samples"):
@@ -147,7 +147,7 @@ def render_plan(p: dict[str, Any]) -> Group:
     smallest = p["smallest_regression"]
     catch = (
         f"smallest error regression caught before 100% with power {p['power']:g}: "
-        f"+{smallest * 100:.2f} points ({_pct(p['base_rate'])} -> {_pct(p['base_rate'] + smallest)})"
+        f"+{smallest * 100:.2f} points ({_rate(p['base_rate'])} -> {_rate(p['base_rate'] + smallest)})"
         if smallest is not None
         else "no error-rate guardrail, or too little traffic before 100% to promise a catch"
     )
