@@ -26,7 +26,7 @@ from shiploop.analysis.proportions import MIN_HARM_TRIALS, mixture_of, per_guard
 from shiploop.analysis.srm import SRM_ALPHA, SRM_CONCENTRATION
 from shiploop.spec import RolloutPolicy
 
-LIMIT_WINDOW_S = 10  # as the controller's limit window
+LIMIT_WINDOW_S = 10  # as rollout.core.LIMIT_WINDOW_S (analysis may not import rollout)
 LIMIT_MIN_REQUESTS = 20  # as rollout.judge.limit_breaches
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -252,9 +252,9 @@ def simulate(
         cur["n_b"] += n_b
         cur["x_b"] += x_b
         window = np.roll(window, -1, axis=0)
-        # The controller's window starts at its first reading (after the first second).
-        window[-1, 0] = n_c if t > 1 else 0
-        window[-1, 1] = x_c if t > 1 else 0
+        # As rollout.core.limit_window: the candidate's last 10 s, never before the step began.
+        window[-1, 0] = n_c
+        window[-1, 1] = x_c
 
         concurrent = weight < 100
         harm = np.zeros(runs, dtype=bool)
@@ -331,5 +331,6 @@ def simulate(
                 counts[nxt] = 0.0
             bins_c[nxt] = 0.0
             bins_b[nxt] = 0.0
+            window[:, :, nxt] = 0.0
     trace = {n: np.stack(v, axis=1) for n, v in traced.items() if v}
     return SimResult(outcome.astype(str), t_end, rule.astype(str), weight_end, srm_held, trace)

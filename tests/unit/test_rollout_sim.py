@@ -10,18 +10,18 @@ power) run with `make test`.
 
 from __future__ import annotations
 
-import collections
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
-from shiploop.analysis import StepInputs, evaluate_step, srm_test
 from shiploop.analysis.simulation import Incident, SimResult, World, simulate
 from shiploop.gateway.render import HISTOGRAM_BUCKETS_MS
-from shiploop.rollout.judge import guardrail_results, limit_breaches
-from shiploop.rollout.readings import Reading, Stratum
+from shiploop.naming import RolloutState
+from shiploop.rollout.core import Move, apply, judge
+from shiploop.rollout.readings import Observation, Pair, Reading
+from shiploop.rollout.record import RolloutRecord
 from shiploop.spec import RolloutPolicy
 
 BOUNDS = tuple(float(b) for b in HISTOGRAM_BUCKETS_MS)
@@ -54,7 +54,11 @@ def false_rollbacks(r: SimResult) -> tuple[int, float]:
 
 
 def replay(policy: RolloutPolicy, trace: dict[str, np.ndarray], run: int, horizon: int) -> tuple[str, int, str]:
-    """One traced run through guardrail_results, limit_breaches, srm_test and evaluate_step, as the controller does."""
+    """One traced run through the controller's own judge (shiploop.rollout.core.judge), second by second.
+
+    Around the judge only what the controller does: apply its verdict, move to the
+    next step at once (the weights apply from the next second), end on a final move.
+    """
     cand = {"requests": 0, "errors": 0, "bins": np.zeros(len(BOUNDS) + 1)}
     base = {"requests": 0, "errors": 0, "bins": np.zeros(len(BOUNDS) + 1)}
 
@@ -62,71 +66,48 @@ def replay(policy: RolloutPolicy, trace: dict[str, np.ndarray], run: int, horizo
         cum = np.cumsum(arm["bins"][:-1])
         return Reading(ts, arm["requests"], arm["errors"], tuple((b, int(c)) for b, c in zip(BOUNDS, cum, strict=True)))
 
-    zero = (reading(cand, 0.0), reading(base, 0.0))
-    marks = [(0, policy.steps[0], zero)]
-    step, step_started = 0, 0.0
-    window: collections.deque[Reading] = collections.deque()
+    record = RolloutRecord(0, "sim", "candidate", "baseline", policy, RolloutState.PROGRESSING, 0.0, 0.0)
+    record.begin_step(0, 0.0, Pair(reading(cand, 0.0), reading(base, 0.0)))
+    window: tuple[Reading, ...] = ()
     for t in range(1, horizon + 1):
-        weight = policy.steps[step]
         for arm, n, x, bins in ((cand, "n_c", "x_c", "bins_c"), (base, "n_b", "x_b", "bins_b")):
             arm["requests"] += int(trace[n][run, t - 1])
             arm["errors"] += int(trace[x][run, t - 1])
             if bins in trace:
                 arm["bins"] = arm["bins"] + trace[bins][run, t - 1]
         now = float(t)
-        rc, rb = reading(cand, now), reading(base, now)
-        ends = [m[2] for m in marks[1:]] + [(rc, rb)]
-        strata = [
-            Stratum(i, w, end[0].minus(begin[0]), end[1].minus(begin[1]))
-            for (i, w, begin), end in zip(marks, ends, strict=True)
-        ]
-        window.append(rc)
-        while window and window[0].ts < now - 10.0:
-            window.popleft()
-        step_c, step_b = strata[-1].candidate, strata[-1].baseline
-        srm = None
-        if 0 < weight < 100:
-            srm = srm_test({"c": step_c.requests, "b": step_b.requests}, {"c": weight / 100, "b": (100 - weight) / 100})
-        decision = evaluate_step(
-            StepInputs(
-                elapsed_s=now - step_started,
-                min_step_s=policy.min_step,
-                max_step_s=policy.max_step,
-                min_samples=policy.min_samples,
-                candidate_trials=step_c.requests,
-                guardrails=guardrail_results(policy, strata),
-                limit_breaches=limit_breaches(policy.limits, rc.minus(window[0])),
-                srm=srm,
-                on_inconclusive=policy.on_inconclusive,
-                on_no_data=policy.on_no_data,
-            )
-        )
-        if decision.action == "rollback":
-            return "rolled_back", t, decision.rule
-        if decision.action == "advance":
-            if step + 1 >= len(policy.steps):
-                return "promoted", t, decision.rule
-            step += 1
-            step_started = now
-            marks.append((step, policy.steps[step], (rc, rb)))
-        elif decision.action == "hold" and decision.rule not in ("srm", "data_error"):
-            return "held", t, decision.rule
+        readings = Pair(reading(cand, now), reading(base, now))
+        verdict = judge(record, Observation(readings), now, window)
+        apply(record, verdict)
+        window = verdict.window
+        if verdict.move is Move.ROLLBACK:
+            return "rolled_back", t, verdict.rule
+        if verdict.move is Move.PROMOTE:
+            return "promoted", t, verdict.rule
+        if verdict.move is Move.HELD:
+            return "held", t, verdict.rule
+        if verdict.move is Move.ADVANCE:
+            record.end_step(now, readings)
+            record.begin_step(record.step + 1, now, readings)
+            window = ()
     return "undecided", horizon, ""
 
 
 @pytest.mark.parametrize(
     "world",
     [
-        World(incident=Incident(0.0, 60.0, error=0.2), incident_window_s=240.0),
-        World(candidate_error=0.01),
-        World(incident=Incident(0.0, 60.0, latency_factor=3.0), incident_window_s=240.0),
+        World(candidate_error=0.02, incident=Incident(0.0, 60.0, error=0.2), incident_window_s=120.0),
+        World(candidate_error=0.6),
+        World(candidate_latency_factor=1.6, incident=Incident(0.0, 60.0, latency_factor=3.0), incident_window_s=120.0),
+        World(rps=5, routing_factor=0.7),
     ],
-    ids=["incident-20%", "regression-0.1-1%", "latency-x3"],
+    ids=["errors-under-incident", "limit-or-harm", "latency-under-incident", "low-traffic-srm"],
 )
 def test_simulation_matches_the_judge(world: World) -> None:
-    # Short steps so that the runs end in every way within the horizon.
+    # Short steps so that the runs end in every way within the horizon: promoted, rolled back
+    # on harm or on a limit, held for want of data, holding on a sample-ratio mismatch.
     policy = RolloutPolicy(steps=[10, 50, 100], min_step=15.0, max_step=60.0, min_samples=50)
-    runs, horizon = 20, 240
+    runs, horizon = 30, 240
     sim = simulate(policy, world, runs, seed=5, bounds=BOUNDS, horizon_s=horizon, trace_runs=runs)
     for i in range(runs):
         assert replay(policy, sim.trace, i, horizon) == (sim.outcome[i], sim.t_s[i], sim.rule[i]), i
