@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from shiploop.analysis import (
@@ -139,6 +140,23 @@ def test_few_events_widen_the_noninferiority_bound() -> None:
     # 5 events in 2,982: the plug-in variance would claim a bound near +0.0037.
     r = harm_test(Counts(5, 2_982), Counts(3, 3_000), tolerance=0.004, alpha=0.05)
     assert r.upper_bound > 0.0045 and not r.noninferior
+
+
+def test_noninferiority_is_not_reached_falsely_at_the_boundary_with_few_events() -> None:
+    # The candidate worse by exactly the tolerance (0.1% vs 0.3%), looked at after 1,000, 3,000
+    # and 10,000 requests per arm: "noninferior" would be a false claim every time.
+    rng = np.random.default_rng(1)
+    runs, looks, hits = 1000, (1000, 3000, 10_000), 0
+    for _ in range(runs):
+        x_c = x_b = before = 0
+        for n in looks:
+            x_c += int(rng.binomial(n - before, 0.003))
+            x_b += int(rng.binomial(n - before, 0.001))
+            before = n
+            if harm_test(Counts(x_c, n), Counts(x_b, n), 0.002, 0.025).noninferior:
+                hits += 1
+                break
+    assert hits / runs <= 0.025
 
 
 def test_default_tau2_and_alpha_split() -> None:
