@@ -68,7 +68,8 @@ def up(
         )
     offset = log.stat().st_size
     with console.status("starting shiploop...") as spinner:
-        while running_daemon(root) is None:
+        # Wait for our own daemon: another `up` racing this one may win the project's lock.
+        while (running_daemon(root) or {}).get("pid") != proc.pid:
             if proc.poll() is not None:
                 raise ShiploopError(_last_error(log) or f"the daemon exited with code {proc.returncode}")
             spinner.update(f"starting shiploop: {_last_progress(log, offset)}")
@@ -115,6 +116,15 @@ def status(as_json: JsonOpt = False) -> None:
         return
     console.print(f"gateway [bold]{data['gateway']}[/]  (routing generation {data['generation']})")
     _render_status(data)
+    _render_health(data)
+
+
+def _render_health(data: dict[str, Any]) -> None:
+    for line in data.get("degraded", []):
+        console.print(f"[red]{line}[/]")
+    envoy = data.get("envoy") or {}
+    if envoy.get("restarts"):
+        console.print(f"[yellow]envoy restarted {envoy['restarts']} time(s) by shiploop[/]")
 
 
 def _render_status(data: dict[str, Any]) -> None:

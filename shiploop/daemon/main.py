@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import secrets
 import signal
@@ -19,9 +20,10 @@ from pathlib import Path
 import uvicorn
 
 from shiploop.daemon.app import create_app
+from shiploop.daemon.hostcheck import HostCheck
 from shiploop.daemon.rollouts import rollout_controller
 from shiploop.errors import ShiploopError
-from shiploop.paths import running_daemon
+from shiploop.paths import PRIVATE_UMASK, ProjectPaths, lock_project, running_daemon, secure_state_dir
 from shiploop.procs import free_port, process_start_time
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import Observer
@@ -38,8 +40,13 @@ def read_token(state_dir: Path) -> str:
 
 
 async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
+    paths = ProjectPaths(root)
+    # Held until this process ends, however it ends: a second daemon stops here,
+    # before it touches the store, the replicas or Envoy.
+    lock_project(paths)
     if running_daemon(root):
         raise ShiploopError("a shiploop daemon already runs for this project", hint="see: shiploop status")
+    secure_state_dir(paths)
     cp = ControlPlane(root, gateway_port)
     token = read_token(cp.state_dir)
     stop = asyncio.Event()
@@ -63,7 +70,7 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
     api_port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(cp, rollouts, observer, token, shutdown),
+            HostCheck(create_app(cp, rollouts, observer, token, shutdown), api_port),
             host="127.0.0.1",
             port=api_port,
             log_level="warning",
@@ -101,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path)
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args(argv)
+    # Everything the daemon writes (store, logs, xds, records) is for its owner alone.
+    os.umask(PRIVATE_UMASK)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return asyncio.run(serve(args.root.resolve(), args.port, announce=True))
     except ShiploopError as e:

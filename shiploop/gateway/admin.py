@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,10 +18,14 @@ class Histogram:
 
 
 class EnvoyAdmin:
-    def __init__(self, port: int, timeout_s: float = 2.0) -> None:
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-        self._client = httpx.AsyncClient(base_url=self.base, timeout=timeout_s)
+    """Envoy's admin API on its unix socket (see render.bootstrap)."""
+
+    def __init__(self, socket_path: Path, timeout_s: float = 2.0) -> None:
+        self.socket_path = socket_path
+        self.address = f"unix:{socket_path}"
+        self._client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(socket_path)), base_url="http://envoy-admin", timeout=timeout_s
+        )
 
     async def close(self) -> None:
         await self._client.aclose()

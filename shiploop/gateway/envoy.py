@@ -36,7 +36,7 @@ def envoy_binary() -> str:
 class EnvoyProcess:
     pid: int
     start_time: int
-    admin_port: int
+    admin_socket: Path
     log_path: Path
 
     def alive(self) -> bool:
@@ -51,7 +51,7 @@ class EnvoyProcess:
             {
                 "pid": self.pid,
                 "start_time": self.start_time,
-                "admin_port": self.admin_port,
+                "admin_socket": str(self.admin_socket),
                 "log_path": str(self.log_path),
             }
         )
@@ -59,13 +59,17 @@ class EnvoyProcess:
     @classmethod
     def from_json(cls, text: str) -> EnvoyProcess:
         d = json.loads(text)
-        return cls(d["pid"], d["start_time"], d["admin_port"], Path(d["log_path"]))
+        # Records written before the admin API moved to a socket have no admin_socket:
+        # such an Envoy can still be found and stopped by pid, not administered.
+        return cls(d["pid"], d["start_time"], Path(d.get("admin_socket", "")), Path(d["log_path"]))
 
 
-def start_envoy(xds_dir: Path, admin_port: int, log_path: Path, node_id: str) -> EnvoyProcess:
+def start_envoy(xds_dir: Path, admin_socket: Path, log_path: Path, node_id: str) -> EnvoyProcess:
     """Start Envoy on the bootstrap for `xds_dir`; the `current` generation must already exist."""
     boot = xds_dir / "bootstrap.json"
-    boot.write_text(json.dumps(render.bootstrap(xds_dir, admin_port, node_id), indent=1))
+    boot.write_text(json.dumps(render.bootstrap(xds_dir, admin_socket, node_id), indent=1))
+    # A socket file left by an Envoy that was killed would make the bind fail.
+    admin_socket.unlink(missing_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     args = [
         envoy_binary(),
@@ -97,4 +101,4 @@ def start_envoy(xds_dir: Path, admin_port: int, log_path: Path, node_id: str) ->
     start = process_start_time(pid)
     if start is None:
         raise ShiploopError(f"envoy exited at once; see {log_path}")
-    return EnvoyProcess(pid, start, admin_port, log_path)
+    return EnvoyProcess(pid, start, admin_socket, log_path)

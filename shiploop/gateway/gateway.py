@@ -4,31 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from shiploop.errors import ShiploopError
+from shiploop.errors import ShiploopError, Unavailable
 from shiploop.gateway.admin import EnvoyAdmin
 from shiploop.gateway.envoy import EnvoyProcess, start_envoy
 from shiploop.gateway.model import PublishResult, RoutingState
-from shiploop.gateway.publisher import Publisher
-from shiploop.procs import free_port
+from shiploop.gateway.publisher import EnvoyUnreachable, Publisher
+from shiploop.paths import admin_socket_path
+
+# How long a publish waits for a dead Envoy to be restarted before it reports
+# the gateway unavailable. A restart takes about half a second (measured).
+RESTART_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class EnvoyRestart:
+    """One restart of an Envoy that had died: which process, from which generation, how long it took."""
+
+    old_pid: int
+    new_pid: int
+    generation: int
+    seconds: float
+    at: float  # wall clock when it serves again
 
 
 class Gateway:
     def __init__(self, state_dir: Path, node_id: str = "shiploop") -> None:
         self.xds_dir = state_dir / "xds"
         self.log_path = state_dir / "logs" / "envoy.log"
+        self.admin_socket = admin_socket_path(state_dir)
         self.node_id = node_id
         self.publisher = Publisher(self.xds_dir, self.log_path)
         self.process: EnvoyProcess | None = None
         self.admin: EnvoyAdmin | None = None
+        self.restarts = 0
+        self.last_restart: EnvoyRestart | None = None
+        self._restart_lock = asyncio.Lock()
 
-    async def start(self, initial: RoutingState, admin_port: int = 0, ready_timeout_s: float = 20.0) -> None:
+    async def start(self, initial: RoutingState, ready_timeout_s: float = 20.0) -> None:
         """Write the first generation, start Envoy on it and wait until it serves."""
         await self.publisher.publish(initial)
-        port = admin_port or free_port()
-        self.process = start_envoy(self.xds_dir, port, self.log_path, self.node_id)
-        await self._attach(port, ready_timeout_s)
+        self.process = start_envoy(self.xds_dir, self.admin_socket, self.log_path, self.node_id)
+        await self._attach(ready_timeout_s)
         # Confirm Envoy took the exact generation we wrote.
         await self.publisher.publish(initial)
 
@@ -36,31 +55,86 @@ class Gateway:
         """Take over an Envoy a previous daemon started; False if it is gone."""
         if not process.alive():
             return False
+        if process.admin_socket != self.admin_socket:
+            # Started with its admin API elsewhere (an older shiploop): we cannot
+            # administer it, and it holds the gateway port. Replace it.
+            await asyncio.to_thread(process.stop)
+            return False
         self.process = process
-        await self._attach(process.admin_port, 5.0)
+        await self._attach(5.0)
         # The routes Envoy serves came from the last generation on disk; publish the
         # same state again, which Envoy applies as a no-op change.
         await self.publisher.publish(state)
         return True
 
-    async def _attach(self, admin_port: int, timeout_s: float) -> None:
-        self.admin = EnvoyAdmin(admin_port)
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive()
+
+    async def restart(self, ready_timeout_s: float = 20.0) -> EnvoyRestart | None:
+        """Start Envoy again after it died, on the last generation it had accepted.
+
+        None if it is alive (or was never started). Routes published since are not
+        lost: they are in the accepted state the publisher keeps (`live`).
+        """
+        async with self._restart_lock:
+            if self.process is None or self.alive():
+                return None
+            started = time.monotonic()
+            old = self.process
+            if self.admin is not None:
+                await self.admin.close()
+                self.admin = None
+            # A publish Envoy never confirmed may be `current` on disk: start from the accepted state.
+            generation = await self.publisher.rewrite_live()
+            self.process = start_envoy(self.xds_dir, self.admin_socket, self.log_path, self.node_id)
+            await self._attach(ready_timeout_s)
+            await self.publisher.confirm_current()
+            self.restarts += 1
+            self.last_restart = EnvoyRestart(
+                old.pid, self.process.pid, generation, time.monotonic() - started, time.time()
+            )
+            return self.last_restart
+
+    async def _attach(self, timeout_s: float) -> None:
+        self.admin = EnvoyAdmin(self.admin_socket)
         deadline = time.monotonic() + timeout_s
         while not await self.admin.ready():
             if self.process is not None and not self.process.alive():
                 raise ShiploopError(f"envoy exited during start-up; see {self.log_path}")
             if time.monotonic() > deadline:
                 raise ShiploopError(f"envoy was not ready within {timeout_s:.0f}s; see {self.log_path}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         self.publisher.attach(self.admin)
 
     async def publish(self, state: RoutingState) -> PublishResult:
+        """Publish and wait for Envoy to serve it. If Envoy is down (killed, restarting),
+        wait for the supervisor to restart it, then publish to the new Envoy."""
+        await self._wait_serving()
+        try:
+            return await self.publisher.publish(state)
+        except EnvoyUnreachable:
+            if self.alive() and not self._restart_lock.locked():
+                raise
+        await self._wait_serving()
         return await self.publisher.publish(state)
+
+    async def _wait_serving(self) -> None:
+        if self.process is None or (self.alive() and not self._restart_lock.locked()):
+            return
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while not self.alive() or self._restart_lock.locked():
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"envoy is down and was not restarted within {RESTART_WAIT_S:.0f}s",
+                    hint=f"see its log at {self.log_path}; then: shiploop status",
+                )
+            await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
         if self.admin is not None:
             await self.admin.close()
             self.admin = None
-        if self.process is not None:
-            await asyncio.to_thread(self.process.stop)
-            self.process = None
+        # Forget the process before stopping it, so no supervisor takes its end for a crash.
+        process, self.process = self.process, None
+        if process is not None:
+            await asyncio.to_thread(process.stop)

@@ -17,8 +17,11 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from shiploop.errors import ShiploopError
+import httpx
+
+from shiploop.errors import ShiploopError, Unavailable
 from shiploop.gateway import render
 from shiploop.gateway.admin import EnvoyAdmin, rejection_reason
 from shiploop.gateway.model import PublishResult, RoutingState
@@ -29,6 +32,10 @@ _STAT_PATTERN = (
     r"^(cluster_manager\.cds|listener_manager\.lds|http\.gateway\.rds\.gateway)\.(version_text|update_rejected)$"
     r"|^cluster_manager\.warming_clusters$"
 )
+
+
+class EnvoyUnreachable(Unavailable):
+    """Envoy's admin API stopped answering (Envoy died or is being restarted)."""
 
 
 class Publisher:
@@ -69,6 +76,19 @@ class Publisher:
                 desired = staged
             self.live = desired
             return PublishResult(gen, True, time.monotonic() - started)
+
+    async def rewrite_live(self) -> int:
+        """Point `current` at a fresh copy of the last accepted state, unconfirmed
+        (Envoy is down): a restarted Envoy starts from it."""
+        async with self._lock:
+            if self.live is None:
+                return self.generation
+            return self._write(self.live)
+
+    async def confirm_current(self) -> None:
+        """Wait until the attached Envoy serves the generation `current` points at."""
+        async with self._lock:
+            await self._confirm(self.generation, 0)
 
     # -- files -------------------------------------------------------------
 
@@ -121,7 +141,7 @@ class Publisher:
         deadline = time.monotonic() + _ACCEPT_TIMEOUT_S
         delay = 0.002
         while True:
-            stats = await self.admin.stats(_STAT_PATTERN)
+            stats = await self._stats(gen)
             versions = [stats.get(f"{p}.version_text") for p in ("cluster_manager.cds", "http.gateway.rds.gateway")]
             if all(v == want for v in versions) and stats.get("cluster_manager.warming_clusters", 0) == 0:
                 return
@@ -142,9 +162,18 @@ class Publisher:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.025)
 
-    async def _rejections(self) -> int:
+    async def _stats(self, gen: int) -> dict[str, Any]:
         assert self.admin is not None
-        stats = await self.admin.stats(_STAT_PATTERN)
+        try:
+            return await self.admin.stats(_STAT_PATTERN)
+        except httpx.HTTPError as e:
+            raise EnvoyUnreachable(
+                f"envoy stopped answering while applying routing generation {gen} ({type(e).__name__})",
+                hint="shiploop restarts it within seconds; check with: shiploop status",
+            ) from None
+
+    async def _rejections(self) -> int:
+        stats = await self._stats(self.generation + 1)
         return sum(int(v) for k, v in stats.items() if k.endswith("update_rejected"))
 
     def _reason(self) -> str:
@@ -164,7 +193,7 @@ class Publisher:
         assert self.admin is not None
         deadline = time.monotonic() + _ACCEPT_TIMEOUT_S
         while time.monotonic() < deadline:
-            stats = await self.admin.stats(_STAT_PATTERN)
+            stats = await self._stats(good)
             if stats.get("cluster_manager.cds.version_text") == str(good):
                 return
             await asyncio.sleep(0.01)

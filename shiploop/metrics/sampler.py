@@ -84,7 +84,7 @@ class MetricsSampler:
         try:
             return await read_cluster_stats(admin, clusters), None
         except (httpx.HTTPError, ValueError, KeyError) as e:
-            return {}, f"envoy admin on port {admin.port}: {str(e) or type(e).__name__}"
+            return {}, f"envoy admin at {admin.address}: {str(e) or type(e).__name__}"
 
     async def _scrape(self, t: Target) -> AppScrape:
         if t.metrics_path is None:

@@ -3,6 +3,7 @@ shutdown, and `down` when no daemon answers."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 from shiploop.errors import ShiploopError
 from shiploop.gateway.envoy import EnvoyProcess
 from shiploop.naming import DeploymentState, Track
-from shiploop.paths import ProjectPaths
+from shiploop.paths import ProjectPaths, lock_project
 from shiploop.procs import is_running, terminate_group
 from shiploop.server.context import PlaneContext
+from shiploop.server.leftovers import unrecorded_processes
 from shiploop.server.mutations import READY_TIMEOUT_S
 from shiploop.server.specs import run_config, spec_from_json, spec_to_json
 from shiploop.store import DeploymentRow, Store
@@ -55,7 +57,7 @@ class Lifecycle:
             stable = ctx.track(name, Track.STABLE)
             await ctx.runtime.wait_ready(name, stable.version, READY_TIMEOUT_S)
         progress("starting envoy")
-        await ctx.gateway.start(ctx.routing_state(), ctx.project.gateway.admin_port)
+        await ctx.gateway.start(ctx.routing_state())
         assert ctx.gateway.process is not None
         ctx.store.put("envoy", ctx.gateway.process.to_json())
         ctx.store.put("gateway_port", str(ctx.port))
@@ -73,7 +75,7 @@ class Lifecycle:
             ctx.event(None, "adopted", f"re-adopted envoy pid {envoy.pid} and {len(adopted)} replicas")
             return
         progress("starting envoy")
-        await ctx.gateway.start(ctx.routing_state(), envoy.admin_port)
+        await ctx.gateway.start(ctx.routing_state())
         assert ctx.gateway.process is not None
         ctx.store.put("envoy", ctx.gateway.process.to_json())
         ctx.event(None, "adopted", f"re-adopted {len(adopted)} replicas; envoy was gone and was started again")
@@ -107,11 +109,14 @@ def check_port_free(port: int) -> None:
 
 
 def teardown_without_daemon(root: Path) -> int:
-    """`down` when no daemon answers (it crashed): end what the store says is running."""
-    db = ProjectPaths(root).db
-    if not db.exists():
+    """`down` when no daemon answers (it crashed): end what the store says is running.
+
+    Takes the project's lock first, so it never races a daemon that is starting."""
+    paths = ProjectPaths(root)
+    if not paths.db.exists():
         return 0
-    store = Store(db)
+    lock = lock_project(paths)
+    store = Store(paths.db)
     stopped = 0
     try:
         for r in store.replicas():
@@ -124,6 +129,10 @@ def teardown_without_daemon(root: Path) -> int:
             if envoy.alive():
                 envoy.stop()
                 stopped += 1
+        # Then those whose records were lost (killed before the row was written, or a disk that refused it).
+        for pid in unrecorded_processes(paths, set()):
+            terminate_group(pid)
+            stopped += 1
         with store.transaction():
             for d in store.deployments():
                 store.remove_deployment(d.service, d.version)
@@ -131,4 +140,5 @@ def teardown_without_daemon(root: Path) -> int:
         store.event(None, "down", f"stopped {stopped} processes left by a daemon that was not running")
     finally:
         store.close()
+        os.close(lock)
     return stopped

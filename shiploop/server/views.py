@@ -36,6 +36,8 @@ class Views:
             "gateway": ctx.gateway_url,
             "services": services,
             "generation": ctx.gateway.publisher.generation,
+            "envoy": envoy_status(ctx),
+            "degraded": degraded(ctx),
         }
 
     def versions(self, service: str) -> list[dict[str, Any]]:
@@ -64,3 +66,29 @@ class Views:
             for r in ctx.runtime.replicas
             if r.service == service and (version is None or r.version == version)
         ]
+
+
+def envoy_status(ctx: PlaneContext) -> dict[str, Any]:
+    gw = ctx.gateway
+    last = gw.last_restart
+    return {
+        "pid": gw.process.pid if gw.process is not None else None,
+        "serving": gw.alive(),
+        "admin": str(gw.admin_socket),
+        "restarts": gw.restarts,
+        "last_restart": None if last is None else {"at": last.at, "seconds": round(last.seconds, 3)},
+    }
+
+
+def degraded(ctx: PlaneContext) -> list[str]:
+    """What does not work as it should right now, one line each (empty when all is well)."""
+    out = []
+    if ctx.store.write_error is not None:
+        pending = ctx.store.pending_writes
+        out.append(
+            f"degraded: state store not writable ({ctx.store.write_error}); serving goes on, "
+            f"{pending} record{'s' if pending != 1 else ''} kept in memory until it is"
+        )
+    if ctx.gateway.process is not None and not ctx.gateway.alive():
+        out.append("degraded: envoy is down; it is being restarted")
+    return out

@@ -2,18 +2,29 @@
 
 The daemon is the only writer; the CLI reads through the daemon's API. Every
 controller decision is an event row with its evidence as JSON.
+
+When the disk refuses writes (read-only, full, I/O errors), a change of desired
+state (a deployment, a route) raises as usual. A record of what happened or
+runs (an event, a replica's pid) is kept in memory instead and written, in
+order, with the next record or `flush_pending`, so supervision goes on from
+memory. `write_error` says why the store is not writable until a write
+succeeds again, so status can show it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from shiploop.errors import Unavailable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -94,16 +105,95 @@ def _rollout_row(r: sqlite3.Row) -> RolloutRow:
     )
 
 
+# SQLite's primary result codes that mean "the disk will not take this write".
+_NOT_WRITABLE = {
+    3: "permission denied",  # SQLITE_PERM
+    8: "read-only",  # SQLITE_READONLY
+    10: "disk I/O error",  # SQLITE_IOERR
+    13: "disk full",  # SQLITE_FULL
+    14: "cannot open the database file",  # SQLITE_CANTOPEN
+}
+_MAX_PENDING_EVENTS = 10_000
+_INSERT_EVENT = "INSERT INTO events(ts, service, kind, message, evidence) VALUES (?, ?, ?, ?, ?)"
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that remembers whether the disk takes writes: the last write
+    failure until a write succeeds again."""
+
+    write_error: str | None = None
+    write_error_since: float | None = None
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            cur = super().execute(sql, parameters)
+        except sqlite3.OperationalError as e:
+            failure = self._failed(e)
+            if failure is None:
+                raise
+            raise failure from e
+        if self.write_error is not None and not self.in_transaction and sql.lstrip()[:6].upper() != "SELECT":
+            self.write_error = self.write_error_since = None
+        return cur
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.OperationalError as e:
+            failure = self._failed(e)
+            if failure is None:
+                raise
+            raise failure from e
+
+    def _failed(self, e: sqlite3.OperationalError) -> StoreNotWritable | None:
+        """StoreNotWritable (one line for the user) if the disk refused the write, else None."""
+        why = _NOT_WRITABLE.get(getattr(e, "sqlite_errorcode", 0) & 0xFF)
+        if why is None:
+            return None
+        if self.write_error is None:
+            self.write_error_since = time.time()
+        self.write_error = why if str(e) == why else f"{why} ({e})"
+        return StoreNotWritable(
+            f"the state store is not writable: {self.write_error}",
+            hint="free disk space or make .shiploop writable; shiploop retries by itself (see: shiploop status)",
+        )
+
+
+class StoreNotWritable(Unavailable, sqlite3.OperationalError):
+    """The disk refused a write to the state store (read-only, full, I/O error)."""
+
+
 class Store:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
+        # The database and its -wal and -shm files are for the owner alone (they hold run.env).
+        old_umask = os.umask(0o077)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=_Connection)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+        finally:
+            os.umask(old_umask)
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self._depth = 0  # nesting of transaction()
+        self._pending_events: deque[tuple[Any, ...]] = deque(maxlen=_MAX_PENDING_EVENTS)
+        self._pending_replicas: dict[tuple[str, str, int], ReplicaRow] = {}
+
+    @property
+    def write_error(self) -> str | None:
+        """Why the last write failed, until one succeeds again; None while the store is writable."""
+        return self.db.write_error if isinstance(self.db, _Connection) else None
+
+    @property
+    def write_error_since(self) -> float | None:
+        return self.db.write_error_since if isinstance(self.db, _Connection) else None
+
+    @property
+    def pending_writes(self) -> int:
+        """Records (events, replica rows) kept in memory because the disk refused them."""
+        return len(self._pending_events) + len(self._pending_replicas)
 
     def close(self) -> None:
         self.db.close()
@@ -123,10 +213,19 @@ class Store:
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            # A failed write (disk full, I/O error) may already have ended the transaction.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
         else:
-            self.db.execute("COMMIT")
+            try:
+                self.db.execute("COMMIT")
+            except BaseException:
+                # A COMMIT the disk refused may leave the transaction open (SQLITE_FULL
+                # can); every later BEGIN would then fail even once the disk is back.
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
         finally:
             self._depth = 0
 
@@ -199,6 +298,8 @@ class Store:
         )
 
     def remove_deployment(self, service: str, version: str) -> None:
+        for key in [k for k in self._pending_replicas if k[:2] == (service, version)]:
+            del self._pending_replicas[key]
         with self.transaction():
             self.db.execute("DELETE FROM deployments WHERE service=? AND version=?", (service, version))
             self.db.execute("DELETE FROM replicas WHERE service=? AND version=?", (service, version))
@@ -207,6 +308,20 @@ class Store:
     # -- replicas ----------------------------------------------------------------
 
     def save_replica(self, r: ReplicaRow) -> None:
+        """Record a replica's process. If the disk refuses it, keep it for `flush_pending`
+        (outside a transaction): the replica runs whether or not its record is written."""
+        if self._depth:
+            self._write_replica(r)
+            return
+        self._pending_replicas[(r.service, r.version, r.idx)] = r
+        try:
+            self.flush_pending()
+        except sqlite3.OperationalError:
+            if self.write_error is None:  # not the disk: let it show
+                self._pending_replicas.pop((r.service, r.version, r.idx), None)
+                raise
+
+    def _write_replica(self, r: ReplicaRow) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO replicas VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (r.service, r.version, r.idx, r.port, r.pid, r.start_time, r.restarts, r.log_path),
@@ -285,16 +400,36 @@ class Store:
         evidence: dict[str, Any] | None = None,
         ts: float | None = None,
     ) -> None:
-        self.db.execute(
-            "INSERT INTO events(ts, service, kind, message, evidence) VALUES (?, ?, ?, ?, ?)",
-            (
-                time.time() if ts is None else ts,
-                service,
-                kind,
-                message,
-                json.dumps(evidence) if evidence is not None else None,
-            ),
+        """Record an event. If the disk refuses the write, keep it in memory and write it
+        (in order) with the next event or `flush_events`; inside a transaction, raise."""
+        row = (
+            time.time() if ts is None else ts,
+            service,
+            kind,
+            message,
+            json.dumps(evidence) if evidence is not None else None,
         )
+        if self._depth:
+            self.db.execute(_INSERT_EVENT, row)
+            return
+        self._pending_events.append(row)
+        try:
+            self.flush_pending()
+        except sqlite3.OperationalError:
+            if self.write_error is None:  # not the disk: a bug or a lock, let it show
+                self._pending_events.pop()
+                raise
+
+    def flush_pending(self) -> None:
+        """Write the records kept while the disk refused writes; raises if it still does."""
+        if not self._pending_events and not self._pending_replicas:
+            return
+        with self.transaction():
+            for r in self._pending_replicas.values():
+                self._write_replica(r)
+            self.db.executemany(_INSERT_EVENT, list(self._pending_events))
+        self._pending_replicas.clear()
+        self._pending_events.clear()
 
     def events(self, service: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         sql = "SELECT * FROM events"
