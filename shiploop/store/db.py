@@ -401,7 +401,7 @@ class Store:
         ts: float | None = None,
     ) -> None:
         """Record an event. If the disk refuses the write, keep it in memory and write it
-        (in order) with the next event or `flush_events`; inside a transaction, raise."""
+        (in order) with the next record or `flush_pending`; inside a transaction, raise."""
         row = (
             time.time() if ts is None else ts,
             service,

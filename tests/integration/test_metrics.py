@@ -302,7 +302,7 @@ def test_a_dead_replica_is_an_error_not_zero(gateway, loop, spawn_app, http) -> 
     assert sampler.delta("echo", "a", 2.0).ok  # type: ignore[union-attr]
 
 
-def test_unreadable_envoy_or_unknown_cluster_is_an_error(gateway, loop, spawn_app, http) -> None:
+def test_unreadable_envoy_or_unknown_cluster_is_an_error(gateway, loop, spawn_app, http, tmp_path) -> None:
     a = spawn_app("a")
     port = free_port()
     run(loop, gateway.start(one_route(port, [cluster_of("echo_a", a)])))
@@ -310,7 +310,7 @@ def test_unreadable_envoy_or_unknown_cluster_is_an_error(gateway, loop, spawn_ap
     run(loop, sampler.sample(1.0, [Target("echo", "b", "echo_b", [a.port], metrics_path=None)]))
     assert sampler.source_errors("echo") == ["echo@b: envoy has no stats for cluster echo_b"]
 
-    nobody = EnvoyAdmin(free_port(), timeout_s=0.5)
+    nobody = EnvoyAdmin(tmp_path / "nobody-listens.sock", timeout_s=0.5)
     try:
         down = MetricsSampler(nobody, http)
         run(loop, down.sample(1.0, [Target("echo", "a", "echo_a", [a.port])]))
