@@ -18,7 +18,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from shiploop.errors import ShiploopError
+import httpx
+
+from shiploop.errors import GatewayRejected, GatewayTimeout, Unavailable
 from shiploop.gateway import render
 from shiploop.gateway.admin import EnvoyAdmin, rejection_reason
 from shiploop.gateway.model import PublishResult, RoutingState
@@ -109,13 +111,29 @@ class Publisher:
 
     async def _apply(self, state: RoutingState) -> int:
         """Write one generation and wait until Envoy serves it (if an Envoy is attached)."""
-        before = await self._rejections() if self.admin else 0
+        try:
+            before = await self._rejections() if self.admin else 0
+        except httpx.HTTPError as e:
+            raise Unavailable(
+                f"envoy's admin API does not answer ({e!r}); nothing was changed",
+                hint=f"see the envoy log at {self.envoy_log}",
+            ) from None
         gen = self._write(state)
         if self.admin is not None:
             await self._confirm(gen, before)
         return gen
 
     async def _confirm(self, gen: int, before: int) -> None:
+        try:
+            await self._await_acceptance(gen, before)
+        except httpx.HTTPError as e:
+            await self._restore_last_good(wait=False)
+            raise GatewayTimeout(
+                f"envoy's admin API did not answer while applying routing generation {gen}: {e!r}; nothing was changed",
+                hint=f"see the envoy log at {self.envoy_log}",
+            ) from None
+
+    async def _await_acceptance(self, gen: int, before: int) -> None:
         assert self.admin is not None
         want = str(gen)
         deadline = time.monotonic() + _ACCEPT_TIMEOUT_S
@@ -127,14 +145,19 @@ class Publisher:
                 return
             rejected = sum(int(v) for k, v in stats.items() if k.endswith("update_rejected"))
             if rejected > before:
-                await self._restore_last_good()
-                raise ShiploopError(
-                    f"envoy rejected routing generation {gen}: {self._reason()}",
-                    hint="the previous routes keep serving; fix the route and try again",
+                reason = self._reason()
+                await self._restore_last_good(wait=True)
+                raise GatewayRejected(
+                    f"envoy rejected routing generation {gen}: {reason}",
+                    hint="nothing was changed and the previous routes keep serving; see: shiploop status",
                 )
             if time.monotonic() > deadline:
-                raise ShiploopError(
-                    f"envoy did not apply routing generation {gen} within {_ACCEPT_TIMEOUT_S:.0f}s",
+                # Envoy may still apply it later: point the files back at what the
+                # store holds, so Envoy ends up serving that and nothing else.
+                await self._restore_last_good(wait=False)
+                raise GatewayTimeout(
+                    f"envoy did not apply routing generation {gen} within {_ACCEPT_TIMEOUT_S:.0f}s; "
+                    "nothing was changed",
                     hint=f"see the envoy log at {self.envoy_log}",
                 )
             # Envoy answers /stats on the thread that applies config: back off
@@ -155,16 +178,20 @@ class Publisher:
             tail = f.read().decode(errors="replace")
         return rejection_reason(tail) or "no reason in the envoy log"
 
-    async def _restore_last_good(self) -> None:
+    async def _restore_last_good(self, wait: bool) -> None:
         # Point `current` back at the last accepted generation, so an Envoy
         # restart loads good config; Envoy itself still serves it already.
         if self.live is None:
             return
         good = self._write(self.live)
-        assert self.admin is not None
+        if not wait or self.admin is None:
+            return
         deadline = time.monotonic() + _ACCEPT_TIMEOUT_S
         while time.monotonic() < deadline:
-            stats = await self.admin.stats(_STAT_PATTERN)
+            try:
+                stats = await self.admin.stats(_STAT_PATTERN)
+            except httpx.HTTPError:
+                return
             if stats.get("cluster_manager.cds.version_text") == str(good):
                 return
             await asyncio.sleep(0.01)

@@ -23,7 +23,6 @@ from shiploop.server.specs import run_config, spec_to_json
 from shiploop.spec import check_header_name, check_header_value
 from shiploop.store import DeploymentRow
 
-READY_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 10.0
 
 
