@@ -55,22 +55,33 @@ class Publisher:
         async with self._lock:
             started = time.monotonic()
             live = self.live
-            if live is None:
-                gen = await self._apply(desired)
-            else:
-                # Keep the clusters the live routes still use, so they stay valid
-                # until the new routes are in.
-                still_named = live.referenced_clusters()
-                keep = {c.name: c for c in live.clusters if c.name in still_named}
-                keep.update({c.name: c for c in desired.clusters})
-                staged = replace(desired, clusters=tuple(keep[n] for n in sorted(keep)))
-                if set(staged.clusters) != set(live.clusters):
-                    await self._apply(replace(live, clusters=staged.clusters))
-                    self.live = replace(live, clusters=staged.clusters)
-                gen = await self._apply(staged)
-                desired = staged
+            try:
+                desired = await self._publish(live, desired)
+            except (GatewayRejected, GatewayTimeout, Unavailable) as e:
+                # All or nothing: the files go back to what Envoy served before this
+                # publish (also undoing a first phase Envoy had already taken).
+                self.live = live
+                await self._restore_last_good(wait=isinstance(e, GatewayRejected))
+                raise
             self.live = desired
-            return PublishResult(gen, True, time.monotonic() - started)
+            return PublishResult(self.generation, True, time.monotonic() - started)
+
+    async def _publish(self, live: RoutingState | None, desired: RoutingState) -> RoutingState:
+        """Write and confirm `desired` (in two phases when it adds clusters); the state now live."""
+        if live is None:
+            await self._apply(desired)
+            return desired
+        # Keep the clusters the live routes still use, so they stay valid
+        # until the new routes are in.
+        still_named = live.referenced_clusters()
+        keep = {c.name: c for c in live.clusters if c.name in still_named}
+        keep.update({c.name: c for c in desired.clusters})
+        staged = replace(desired, clusters=tuple(keep[n] for n in sorted(keep)))
+        if set(staged.clusters) != set(live.clusters):
+            await self._apply(replace(live, clusters=staged.clusters))
+            self.live = replace(live, clusters=staged.clusters)
+        await self._apply(staged)
+        return staged
 
     # -- files -------------------------------------------------------------
 
@@ -127,7 +138,6 @@ class Publisher:
         try:
             await self._await_acceptance(gen, before)
         except httpx.HTTPError as e:
-            await self._restore_last_good(wait=False)
             raise GatewayTimeout(
                 f"envoy's admin API did not answer while applying routing generation {gen}: {e!r}; nothing was changed",
                 hint=f"see the envoy log at {self.envoy_log}",
@@ -145,16 +155,13 @@ class Publisher:
                 return
             rejected = sum(int(v) for k, v in stats.items() if k.endswith("update_rejected"))
             if rejected > before:
-                reason = self._reason()
-                await self._restore_last_good(wait=True)
                 raise GatewayRejected(
-                    f"envoy rejected routing generation {gen}: {reason}",
+                    f"envoy rejected routing generation {gen}: {self._reason()}",
                     hint="nothing was changed and the previous routes keep serving; see: shiploop status",
                 )
             if time.monotonic() > deadline:
-                # Envoy may still apply it later: point the files back at what the
-                # store holds, so Envoy ends up serving that and nothing else.
-                await self._restore_last_good(wait=False)
+                # Envoy may still apply it later: publish() points the files back at
+                # what it served before, so Envoy ends up serving that and nothing else.
                 raise GatewayTimeout(
                     f"envoy did not apply routing generation {gen} within {_ACCEPT_TIMEOUT_S:.0f}s; "
                     "nothing was changed",

@@ -55,6 +55,12 @@ class PlaneContext:
             raise NotFound(f"unknown service '{name}'", hint=f"services in this project: {known}")
         return self.project.services[name]
 
+    def require_service(self, name: str) -> None:
+        """NotFound unless `name` is a service. A deployed one is checked in the store
+        alone: a half-edited service.yaml must not block a rollback or a weight change."""
+        if not self.store.deployments(name):
+            self.service(name)
+
     def snapshot(self, spec: ServiceSpec) -> tuple[Version, ServiceSpec]:
         version = snapshot(spec.name, spec.directory, self.paths.versions)
         self.store.add_version(spec.name, version.id, version.path)

@@ -120,7 +120,7 @@ class Mutations:
 
     async def set_weights(self, service: str, requested: dict[str, int]) -> dict[str, int]:
         ctx = self.ctx
-        ctx.service(service)
+        ctx.require_service(service)
         async with ctx.lock:
             deployed = [d for d in ctx.store.deployments(service) if d.track in (Track.STABLE, Track.CANARY)]
             weights: dict[str, int] = {}
@@ -160,7 +160,7 @@ class Mutations:
 
     async def set_header_route(self, service: str, header: str, value: str, ref: str) -> dict[str, str]:
         ctx = self.ctx
-        ctx.service(service)
+        ctx.require_service(service)
         header = check_header_name(header)
         value = check_header_value(value)
         async with ctx.lock:
@@ -175,7 +175,7 @@ class Mutations:
 
     async def remove_header_route(self, service: str, header: str, value: str | None) -> int:
         ctx = self.ctx
-        ctx.service(service)
+        ctx.require_service(service)
         async with ctx.lock:
             change = ctx.change()
             removed = change.remove_header_route(service, header, value)
@@ -190,7 +190,7 @@ class Mutations:
     async def promote(self, service: str, reason: str = "manual promote") -> dict[str, Any]:
         """The canary (or the shadow of a dark launch) becomes stable; the old stable drains and stops."""
         ctx = self.ctx
-        ctx.service(service)
+        ctx.require_service(service)
         async with ctx.lock:
             candidate = ctx.find_track(service, Track.CANARY) or ctx.find_track(service, Track.SHADOW)
             if candidate is None:
@@ -213,7 +213,7 @@ class Mutations:
 
     async def rollback(self, service: str, reason: str = "manual rollback") -> dict[str, Any]:
         ctx = self.ctx
-        ctx.service(service)
+        ctx.require_service(service)
         async with ctx.lock:
             stable = ctx.track(service, Track.STABLE)
             others = [d.version for d in ctx.store.deployments(service) if d.track in (Track.CANARY, Track.SHADOW)]
