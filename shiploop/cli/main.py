@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shiploop.cli import rollout_view
@@ -82,6 +83,9 @@ def up(
             time.sleep(0.1)
     status = client().get("/v1/status")
     console.print(f"shiploop is up: gateway [bold]{status['gateway']}[/]")
+    for line in log.read_bytes()[offset:].decode(errors="replace").splitlines():
+        if "working tree differs from stable" in line:  # up served the last stable, not the files
+            console.print(f"[yellow]{escape(line.removeprefix('... '))}[/]")
     _render_status(status)
 
 
@@ -144,11 +148,17 @@ def _render_status(data: dict[str, Any]) -> None:
                 ", ".join(svc["routes"]) if i == 0 else "",
             )
             notes.extend(f"{svc['name']}@{v['id']}: metrics: {e}" for e in t.get("source_errors", []))
+            if v.get("restarts"):  # a crash loop: how often, how it ended, what it said last
+                code = v.get("last_exit_code")
+                notes.append(
+                    f"{svc['name']}@{v['id']}: {v['restarts']} restarts, last exit code "
+                    f"{code if code is not None else 'unknown'}: {v.get('last_log_line')}"
+                )
         for hr in svc.get("header_routes", []):
             table.add_row("", hr["version"], f"header {hr['header']}={hr['value']}", "-", "", "", "", "", "")
     console.print(table)
     for note in notes:
-        console.print(f"[yellow]{note}[/]")
+        console.print(f"[yellow]{escape(note)}[/]")  # log lines may hold [brackets]
     for svc in data["services"]:
         r = svc.get("rollout")
         if r and r["state"] in ACTIVE_ROLLOUT_STATES:

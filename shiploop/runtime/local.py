@@ -222,7 +222,7 @@ class LocalRuntime:
                 self._spawn(r)
             return
         if not r.alive():
-            code = r.proc.poll() if r.proc is not None else None
+            code = _exit_code(r.proc)
             r.exit_code = code
             r.exited_at = now
             r.last_exit = f"exit code {code}" if code is not None else "exited"
@@ -311,6 +311,18 @@ class LocalRuntime:
             "last_exit_code": exited[-1].exit_code if exited else None,
             "last_log_line": last_line(log) if log is not None else None,
         }
+
+
+def _exit_code(proc: subprocess.Popen[bytes] | None) -> int | None:
+    """The exit code of a child that has exited; None for an adopted process (not our child)."""
+    if proc is None:
+        return None
+    try:
+        # The reaper thread holds the wait lock: poll() would say None. The process is
+        # gone, so its status is there at once.
+        return proc.wait(timeout=0.5)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def last_line(path: Path) -> str:

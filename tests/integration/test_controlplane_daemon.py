@@ -78,6 +78,7 @@ def test_failed_up_on_the_readopt_path_leaves_serving_replicas_alone(project: Pr
     wait_until(lambda: not is_running(envoy["pid"], envoy["start_time"]), 5, what="envoy to die")
 
     with socket.socket() as taken:  # the new Envoy cannot listen: the start fails
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the dead Envoy's connections linger
         taken.bind(("127.0.0.1", project.port))
         taken.listen()
         r = project.cli("up", "--detach", check=False)
@@ -132,3 +133,17 @@ def test_hand_changes_during_a_rollout_are_refused_unless_forced(project: Projec
     assert project.cli("route", "echo", "--weight", "canary=0", check=False).returncode == 2
     project.cli("rollout", "abort", "echo")
     project.cli("route", "echo", "--weight", "stable=100")
+
+
+def test_up_after_a_rollback_serves_the_last_stable_and_says_the_tree_differs(project: Project):
+    project.cli("up", "--detach", "--port", str(project.port))
+    stable = project.versions("echo")["stable"]["id"]
+    project.set_env("echo", {"GREETING": "rejected"})
+    project.cli("deploy", "echo", "--weight", "50")
+    project.cli("rollback", "echo")
+    project.cli("down")
+
+    out = project.cli("up", "--detach", "--port", str(project.port)).stdout
+    assert f"echo: working tree differs from stable {stable}; ship it with: shiploop rollout echo" in out
+    assert project.versions("echo")["stable"]["id"] == stable
+    assert served_by(f"{project.url}/echo/x", 10) == Counter({stable: 10})
