@@ -31,10 +31,11 @@ class Lifecycle:
         envoy_json = self.ctx.store.get("envoy")
         if self.ctx.store.deployments() and envoy_json:
             self.adopting = True
+            envoy = EnvoyProcess.from_json(envoy_json)
             try:
-                await self._adopt(EnvoyProcess.from_json(envoy_json), progress)
+                await self._adopt(envoy, progress)
             except ShiploopError as e:
-                e.hint = self._left_as_they_were()
+                e.hint = left_as_they_were(envoy.alive())
                 raise
         else:
             await self._fresh_start(progress)
@@ -56,12 +57,6 @@ class Lifecycle:
             ctx.gateway.admin = None
             ctx.gateway.process = None
         await ctx.runtime.close()
-
-    def _left_as_they_were(self) -> str:
-        envoy = self.ctx.gateway.process
-        serving = envoy is not None and envoy.alive()
-        gateway = "envoy keeps serving the last routes" if serving else "envoy is not running, so nothing is served"
-        return f"the replicas that were running are left as they were and {gateway}; fix the cause, then: shiploop up"
 
     async def _fresh_start(self, progress: Progress) -> None:
         ctx = self.ctx
@@ -155,6 +150,12 @@ class Lifecycle:
                 ctx.store.remove_deployment(d.service, d.version)
             ctx.store.delete("envoy")
         ctx.event(None, "down", "all services and the gateway stopped")
+
+
+def left_as_they_were(envoy_serving: bool) -> str:
+    """The hint of a failed re-adoption: what still runs, and what to do."""
+    gateway = "envoy keeps serving the last routes" if envoy_serving else "envoy is not running, so nothing is served"
+    return f"the replicas that were running are left as they were and {gateway}; fix the cause, then: shiploop up"
 
 
 def check_port_free(port: int) -> None:
