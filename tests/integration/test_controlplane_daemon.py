@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 from collections import Counter
@@ -146,4 +147,30 @@ def test_up_after_a_rollback_serves_the_last_stable_and_says_the_tree_differs(pr
     out = project.cli("up", "--detach", "--port", str(project.port)).stdout
     assert f"echo: working tree differs from stable {stable}; ship it with: shiploop rollout echo" in out
     assert project.versions("echo")["stable"]["id"] == stable
+    assert served_by(f"{project.url}/echo/x", 10) == Counter({stable: 10})
+
+
+def test_failed_readoption_with_envoy_alive_keeps_serving_and_says_so(project: Project):
+    project.cli("up", "--detach", "--port", str(project.port))
+    stable = project.versions("echo")["stable"]["id"]
+    daemon = project.daemon_info()
+    os.kill(daemon["pid"], signal.SIGKILL)
+    wait_until(lambda: not is_running(daemon["pid"], daemon["start_time"]), 5, what="daemon to die")
+    (dead_pid, dead_start), *serving = [
+        (int(p), int(s)) for p, s in project._query("SELECT pid, start_time FROM replicas ORDER BY idx")
+    ]
+    os.kill(dead_pid, signal.SIGKILL)
+    wait_until(lambda: not is_running(dead_pid, dead_start), 5, what="a replica to die")
+    # The snapshot the dead replica would restart from is gone: re-adoption fails.
+    shutil.rmtree(project.root / ".shiploop" / "versions" / "echo" / stable)
+
+    r = project.cli("up", "--detach", check=False)
+    assert r.returncode == 2 and "cannot start" in r.stderr, r.stderr
+    assert "left as they were and envoy keeps serving the last routes" in r.stderr
+    envoy = project.envoy_info()
+    assert envoy is not None
+    assert project.running([*serving, (envoy["pid"], envoy["start_time"])]) == [
+        *serving,
+        (envoy["pid"], envoy["start_time"]),
+    ]
     assert served_by(f"{project.url}/echo/x", 10) == Counter({stable: 10})
