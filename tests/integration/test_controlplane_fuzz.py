@@ -174,7 +174,7 @@ def test_random_config_is_refused_cleanly_or_served_exactly_never_wedged(project
             assert not any(s in error for s in reached), f"a value reached Envoy before it was checked: {error}"
 
     @settings(
-        max_examples=60,
+        max_examples=100,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture],
         database=None,
