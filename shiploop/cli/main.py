@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shiploop.cli import rollout_view
@@ -28,6 +29,13 @@ console = Console()
 err = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="act even while an automatic rollout owns the service (pauses it)")
+]
+
+
+def _force(force: bool) -> dict[str, str]:
+    return {"force": "true"} if force else {}
 
 
 def client() -> DaemonClient:
@@ -76,6 +84,9 @@ def up(
             time.sleep(0.1)
     status = client().get("/v1/status")
     console.print(f"shiploop is up: gateway [bold]{status['gateway']}[/]")
+    for line in log.read_bytes()[offset:].decode(errors="replace").splitlines():
+        if "working tree differs from stable" in line:  # up served the last stable, not the files
+            console.print(f"[yellow]{escape(line.removeprefix('... '))}[/]")
     _render_status(status)
 
 
@@ -147,11 +158,17 @@ def _render_status(data: dict[str, Any]) -> None:
                 ", ".join(svc["routes"]) if i == 0 else "",
             )
             notes.extend(f"{svc['name']}@{v['id']}: metrics: {e}" for e in t.get("source_errors", []))
+            if v.get("restarts"):  # a crash loop: how often, how it ended, what it said last
+                code = v.get("last_exit_code")
+                notes.append(
+                    f"{svc['name']}@{v['id']}: {v['restarts']} restarts, last exit code "
+                    f"{code if code is not None else 'unknown'}: {v.get('last_log_line')}"
+                )
         for hr in svc.get("header_routes", []):
             table.add_row("", hr["version"], f"header {hr['header']}={hr['value']}", "-", "", "", "", "", "")
     console.print(table)
     for note in notes:
-        console.print(f"[yellow]{note}[/]")
+        console.print(f"[yellow]{escape(note)}[/]")  # log lines may hold [brackets]
     for svc in data["services"]:
         r = svc.get("rollout")
         if r and r["state"] in ACTIVE_ROLLOUT_STATES:
@@ -165,11 +182,14 @@ def _render_status(data: dict[str, Any]) -> None:
 def deploy(
     service: str,
     weight: Annotated[int, typer.Option("--weight", "-w", min=0, max=100, help="percent of traffic")] = 0,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Snapshot SERVICE's current code and start it beside stable as canary."""
     with console.status(f"deploying {service}..."):
-        result = client().post(f"/v1/services/{service}/deploy", {"weight": weight})
+        result = client().call(
+            "POST", f"/v1/services/{service}/deploy", json={"weight": weight}, params=_force(force)
+        )
     if as_json:
         emit_json(result)
         return
@@ -183,6 +203,7 @@ def route(
     header: Annotated[str | None, typer.Option("--header", help="NAME=VALUE: requests with it go to --to")] = None,
     to: Annotated[str | None, typer.Option("--to", help="VERSION for --header")] = None,
     remove_header: Annotated[str | None, typer.Option("--remove-header", help="NAME or NAME=VALUE to remove")] = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Set traffic weights between versions, or route requests by header to one version."""
@@ -193,7 +214,9 @@ def route(
             parsed = {k: int(v) for k, v in weights.items()}
         except ValueError:
             raise ShiploopError("--weight takes VERSION=PERCENT with a whole number, e.g. --weight 3f9c=20") from None
-        result: Any = c.post(f"/v1/services/{service}/weights", {"weights": parsed})
+        result: Any = c.call(
+            "POST", f"/v1/services/{service}/weights", json={"weights": parsed}, params=_force(force)
+        )
         text = ", ".join(f"{v}={w}%" for v, w in result.items())
     elif header:
         if not to:
@@ -201,12 +224,15 @@ def route(
                 "--header needs --to VERSION", hint="e.g. shiploop route web --header x-user=ana --to canary"
             )
         name, value = _key_value(header, "--header", "NAME=VALUE")
-        result = c.post(f"/v1/services/{service}/header-routes", {"header": name, "value": value, "version": to})
+        body = {"header": name, "value": value, "version": to}
+        result = c.call("POST", f"/v1/services/{service}/header-routes", json=body, params=_force(force))
         text = f"{result['header']}: {result['value']} -> {service}@{result['version']}"
     elif remove_header:
         name, _, value = remove_header.partition("=")
         result = c.call(
-            "DELETE", f"/v1/services/{service}/header-routes/{name}", params={"value": value} if value else {}
+            "DELETE",
+            f"/v1/services/{service}/header-routes/{name}",
+            params={**({"value": value} if value else {}), **_force(force)},
         )
         text = f"removed {result['removed']} header route(s)"
     else:
@@ -228,16 +254,16 @@ def _key_value(text: str, option: str, form: str) -> tuple[str, str]:
 
 
 @app.command()
-def promote(service: str, as_json: JsonOpt = False) -> None:
+def promote(service: str, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
     """Make the canary stable; the old stable stops once it drains."""
-    result = client().post(f"/v1/services/{service}/promote")
+    result = client().call("POST", f"/v1/services/{service}/promote", json={}, params=_force(force))
     emit_json(result) if as_json else console.print(f"{service}@[bold]{result['stable']}[/] is stable")
 
 
 @app.command()
-def rollback(service: str, as_json: JsonOpt = False) -> None:
+def rollback(service: str, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
     """Send all traffic to stable and stop the canary."""
-    result = client().post(f"/v1/services/{service}/rollback")
+    result = client().call("POST", f"/v1/services/{service}/rollback", json={}, params=_force(force))
     emit_json(result) if as_json else console.print(f"all traffic to {service}@[bold]{result['stable']}[/]")
 
 

@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from shiploop.daemon.hand_guard import guard_hand_change
 from shiploop.errors import NotFound, ShiploopError, Unavailable
 from shiploop.naming import Track
 from shiploop.rollout.controller import RolloutController
@@ -78,27 +79,35 @@ def create_app(
         return cp.store.events(service, limit)
 
     @app.post("/v1/services/{service}/deploy", dependencies=write)
-    async def deploy(service: str, body: DeployRequest) -> dict[str, Any]:
+    async def deploy(service: str, body: DeployRequest, force: bool = False) -> dict[str, Any]:
+        await guard_hand_change(rollouts, cp.store, service, "deploy", force)
         return await cp.deploy(service, body.weight, body.track)
 
     @app.post("/v1/services/{service}/weights", dependencies=write)
-    async def weights(service: str, body: WeightsRequest) -> dict[str, int]:
+    async def weights(service: str, body: WeightsRequest, force: bool = False) -> dict[str, int]:
+        await guard_hand_change(rollouts, cp.store, service, "route --weight", force)
         return await cp.set_weights(service, body.weights)
 
     @app.post("/v1/services/{service}/header-routes", dependencies=write)
-    async def add_header_route(service: str, body: HeaderRouteRequest) -> dict[str, str]:
+    async def add_header_route(service: str, body: HeaderRouteRequest, force: bool = False) -> dict[str, str]:
+        await guard_hand_change(rollouts, cp.store, service, "route --header", force)
         return await cp.set_header_route(service, body.header, body.value, body.version)
 
     @app.delete("/v1/services/{service}/header-routes/{header}", dependencies=write)
-    async def remove_header_route(service: str, header: str, value: str | None = None) -> dict[str, int]:
+    async def remove_header_route(
+        service: str, header: str, value: str | None = None, force: bool = False
+    ) -> dict[str, int]:
+        await guard_hand_change(rollouts, cp.store, service, "route --remove-header", force)
         return {"removed": await cp.remove_header_route(service, header, value)}
 
     @app.post("/v1/services/{service}/promote", dependencies=write)
-    async def promote(service: str) -> dict[str, Any]:
+    async def promote(service: str, force: bool = False) -> dict[str, Any]:
+        await guard_hand_change(rollouts, cp.store, service, "promote", force)
         return await cp.promote(service)
 
     @app.post("/v1/services/{service}/rollback", dependencies=write)
-    async def rollback(service: str) -> dict[str, Any]:
+    async def rollback(service: str, force: bool = False) -> dict[str, Any]:
+        await guard_hand_change(rollouts, cp.store, service, "rollback", force)
         return await cp.rollback(service)
 
     @app.post("/v1/services/{service}/rollout", dependencies=write)

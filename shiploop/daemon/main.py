@@ -63,7 +63,7 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
         await cp.start(progress)
         await rollouts.resume_after_restart()
     except BaseException:
-        await cp.shutdown()
+        await cp.start_failed()  # a failed re-adoption leaves serving processes as they were
         raise
     observer = Observer(cp)
     cp.tick_hooks.extend([observer.tick, rollouts.tick])

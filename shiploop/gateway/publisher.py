@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from shiploop.errors import ShiploopError, Unavailable
+from shiploop.errors import GatewayRejected, GatewayTimeout, Unavailable
 from shiploop.gateway import render
 from shiploop.gateway.admin import EnvoyAdmin, rejection_reason
 from shiploop.gateway.model import PublishResult, RoutingState
@@ -60,22 +60,33 @@ class Publisher:
         async with self._lock:
             started = time.monotonic()
             live = self.live
-            if live is None:
-                gen = await self._apply(desired)
-            else:
-                # Keep the clusters the live routes still use, so they stay valid
-                # until the new routes are in.
-                still_named = live.referenced_clusters()
-                keep = {c.name: c for c in live.clusters if c.name in still_named}
-                keep.update({c.name: c for c in desired.clusters})
-                staged = replace(desired, clusters=tuple(keep[n] for n in sorted(keep)))
-                if set(staged.clusters) != set(live.clusters):
-                    await self._apply(replace(live, clusters=staged.clusters))
-                    self.live = replace(live, clusters=staged.clusters)
-                gen = await self._apply(staged)
-                desired = staged
+            try:
+                desired = await self._publish(live, desired)
+            except (GatewayRejected, GatewayTimeout, Unavailable) as e:
+                # All or nothing: the files go back to what Envoy served before this
+                # publish (also undoing a first phase Envoy had already taken).
+                self.live = live
+                await self._restore_last_good(wait=isinstance(e, GatewayRejected))
+                raise
             self.live = desired
-            return PublishResult(gen, True, time.monotonic() - started)
+            return PublishResult(self.generation, True, time.monotonic() - started)
+
+    async def _publish(self, live: RoutingState | None, desired: RoutingState) -> RoutingState:
+        """Write and confirm `desired` (in two phases when it adds clusters); the state now live."""
+        if live is None:
+            await self._apply(desired)
+            return desired
+        # Keep the clusters the live routes still use, so they stay valid
+        # until the new routes are in.
+        still_named = live.referenced_clusters()
+        keep = {c.name: c for c in live.clusters if c.name in still_named}
+        keep.update({c.name: c for c in desired.clusters})
+        staged = replace(desired, clusters=tuple(keep[n] for n in sorted(keep)))
+        if set(staged.clusters) != set(live.clusters):
+            await self._apply(replace(live, clusters=staged.clusters))
+            self.live = replace(live, clusters=staged.clusters)
+        await self._apply(staged)
+        return staged
 
     async def rewrite_live(self) -> int:
         """Point `current` at a fresh copy of the last accepted state, unconfirmed
@@ -128,7 +139,9 @@ class Publisher:
     # -- acceptance -----------------------------------------------------------
 
     async def _apply(self, state: RoutingState) -> int:
-        """Write one generation and wait until Envoy serves it (if an Envoy is attached)."""
+        """Write one generation and wait until Envoy serves it (if an Envoy is attached).
+
+        An admin API that stops answering raises EnvoyUnreachable (from _stats)."""
         before = await self._rejections() if self.admin else 0
         gen = self._write(state)
         if self.admin is not None:
@@ -147,14 +160,16 @@ class Publisher:
                 return
             rejected = sum(int(v) for k, v in stats.items() if k.endswith("update_rejected"))
             if rejected > before:
-                await self._restore_last_good()
-                raise ShiploopError(
+                raise GatewayRejected(
                     f"envoy rejected routing generation {gen}: {self._reason()}",
-                    hint="the previous routes keep serving; fix the route and try again",
+                    hint="nothing was changed and the previous routes keep serving; see: shiploop status",
                 )
             if time.monotonic() > deadline:
-                raise ShiploopError(
-                    f"envoy did not apply routing generation {gen} within {_ACCEPT_TIMEOUT_S:.0f}s",
+                # Envoy may still apply it later: publish() points the files back at
+                # what it served before, so Envoy ends up serving that and nothing else.
+                raise GatewayTimeout(
+                    f"envoy did not apply routing generation {gen} within {_ACCEPT_TIMEOUT_S:.0f}s; "
+                    "nothing was changed",
                     hint=f"see the envoy log at {self.envoy_log}",
                 )
             # Envoy answers /stats on the thread that applies config: back off
@@ -184,16 +199,20 @@ class Publisher:
             tail = f.read().decode(errors="replace")
         return rejection_reason(tail) or "no reason in the envoy log"
 
-    async def _restore_last_good(self) -> None:
+    async def _restore_last_good(self, wait: bool) -> None:
         # Point `current` back at the last accepted generation, so an Envoy
         # restart loads good config; Envoy itself still serves it already.
         if self.live is None:
             return
         good = self._write(self.live)
-        assert self.admin is not None
+        if not wait or self.admin is None:
+            return
         deadline = time.monotonic() + _ACCEPT_TIMEOUT_S
         while time.monotonic() < deadline:
-            stats = await self._stats(good)
+            try:
+                stats = await self.admin.stats(_STAT_PATTERN)
+            except httpx.HTTPError:
+                return
             if stats.get("cluster_manager.cds.version_text") == str(good):
                 return
             await asyncio.sleep(0.01)

@@ -26,6 +26,15 @@ from shiploop.store import ReplicaRow, Store
 
 _BACKOFF_S = (0.5, 1, 2, 4, 8, 16, 30)
 _UNHEALTHY_AFTER = 3  # failed probes in a row before a ready replica leaves the endpoints
+# A replica healthy this long has recovered: its next crash restarts it after the
+# shortest delay again, not after the 30 s its earlier crashes had built up.
+HEALTHY_RESETS_BACKOFF_S = 60.0
+_LOG_TAIL_BYTES = 16384
+
+
+def restart_delay(crash_streak: int) -> float:
+    """Seconds before restarting a replica that has crashed `crash_streak` times since it was last healthy."""
+    return float(_BACKOFF_S[min(crash_streak, len(_BACKOFF_S) - 1)])
 
 
 @dataclass(frozen=True)
@@ -50,10 +59,15 @@ class Replica:
     pid: int | None = None
     start_time: int | None = None
     ready: bool = False
-    restarts: int = 0
+    restarts: int = 0  # in the version's whole life (shown in status)
+    crash_streak: int = 0  # crashes since it was last healthy for HEALTHY_RESETS_BACKOFF_S (sets the back-off)
+    healthy_since: float | None = None
     failed_probes: int = 0
     next_start_at: float = 0.0
     last_exit: str | None = None
+    exit_code: int | None = None  # of the last exit, when known (not for an adopted process)
+    exited_at: float | None = None
+    stopped: bool = False  # taken out by stop(): a probe still in flight must not restart it
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -86,8 +100,13 @@ def _resolve_command(command: list[str]) -> list[str]:
 
 class LocalRuntime:
     def __init__(
-        self, state_dir: Path, store: Store, on_event: Callable[[str, str, str, dict[str, Any]], None]
+        self,
+        state_dir: Path,
+        store: Store,
+        on_event: Callable[[str, str, str, dict[str, Any]], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock  # monotonic seconds: back-off, readiness deadlines
         self.logs_dir = state_dir / "logs"
         self.store = store
         self.on_event = on_event  # (service, kind, message, evidence)
@@ -134,10 +153,14 @@ class LocalRuntime:
     async def stop(self, service: str, version: str) -> None:
         doomed = [r for r in self.replicas if r.key == (service, version)]
         self.replicas = [r for r in self.replicas if r.key != (service, version)]
+        for r in doomed:
+            r.stopped = True
         await asyncio.gather(*(asyncio.to_thread(self._terminate, r) for r in doomed))
 
     async def stop_all(self) -> None:
         doomed, self.replicas = self.replicas, []
+        for r in doomed:
+            r.stopped = True
         await asyncio.gather(*(asyncio.to_thread(self._terminate, r) for r in doomed))
 
     def _terminate(self, replica: Replica) -> None:
@@ -186,21 +209,27 @@ class LocalRuntime:
 
     async def tick(self, now: float | None = None) -> bool:
         """Probe every replica once, restart the dead; True if any replica's readiness changed."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         before = {id(r): r.ready for r in self.replicas}
         await asyncio.gather(*(self._check(r, now) for r in list(self.replicas)))
         return any(before.get(id(r)) != r.ready for r in self.replicas)
 
     async def _check(self, r: Replica, now: float) -> None:
+        if r.stopped:
+            return
         if r.pid is None:
             if now >= r.next_start_at:
                 self._spawn(r)
             return
         if not r.alive():
-            code = r.proc.returncode if r.proc is not None else None
+            code = _exit_code(r.proc)
+            r.exit_code = code
+            r.exited_at = now
             r.last_exit = f"exit code {code}" if code is not None else "exited"
-            delay = _BACKOFF_S[min(r.restarts, len(_BACKOFF_S) - 1)]
+            delay = restart_delay(r.crash_streak)
+            r.crash_streak += 1
             r.restarts += 1
+            r.healthy_since = None
             r.pid = None
             r.ready = False
             r.next_start_at = now + delay
@@ -213,10 +242,17 @@ class LocalRuntime:
             )
             return
         healthy = await self._probe(r)
+        if r.stopped:
+            return
         if healthy:
             r.failed_probes = 0
             r.ready = True
+            if r.healthy_since is None:
+                r.healthy_since = now
+            elif now - r.healthy_since >= HEALTHY_RESETS_BACKOFF_S:
+                r.crash_streak = 0
         else:
+            r.healthy_since = None
             r.failed_probes += 1
             if not r.ready or r.failed_probes >= _UNHEALTHY_AFTER:
                 r.ready = False
@@ -232,14 +268,15 @@ class LocalRuntime:
 
     async def wait_ready(self, service: str, version: str, timeout_s: float) -> None:
         """Return once every replica of the version is ready; fail with its log's tail otherwise."""
-        deadline = time.monotonic() + timeout_s
+        deadline = self.clock() + timeout_s
+        restarts_before = {id(r): r.restarts for r in self.replicas if r.key == (service, version)}
         while True:
             mine = [r for r in self.replicas if r.key == (service, version)]
-            await asyncio.gather(*(self._check(r, time.monotonic()) for r in mine))
+            await asyncio.gather(*(self._check(r, self.clock()) for r in mine))
             if mine and all(r.ready for r in mine):
                 return
-            crashed = [r for r in mine if r.restarts > 0]
-            if crashed or time.monotonic() > deadline:
+            crashed = [r for r in mine if r.restarts > restarts_before.get(id(r), 0)]
+            if crashed or not mine or self.clock() > deadline:
                 r = (crashed or mine)[0]
                 why = (
                     f"exited ({r.last_exit})"
@@ -259,14 +296,42 @@ class LocalRuntime:
         mine = [r for r in self.replicas if r.key == (service, version)]
         return sum(r.ready for r in mine), len(mine)
 
+    def health(self, service: str, version: str) -> dict[str, Any]:
+        """What shows a crash loop: restarts of the version's replicas, the last exit code,
+        and the last line its logs hold (of the replica that exited last, else the newest log)."""
+        mine = [r for r in self.replicas if r.key == (service, version)]
+        exited = sorted((r for r in mine if r.exited_at is not None), key=lambda r: r.exited_at or 0.0)
+        if exited:
+            log: Path | None = exited[-1].log_path
+        else:
+            logs = [r.log_path for r in mine if r.log_path.exists()]
+            log = max(logs, key=lambda p: p.stat().st_mtime) if logs else None
+        return {
+            "restarts": sum(r.restarts for r in mine),
+            "last_exit_code": exited[-1].exit_code if exited else None,
+            "last_log_line": last_line(log) if log is not None else None,
+        }
+
+
+def _exit_code(proc: subprocess.Popen[bytes] | None) -> int | None:
+    """The exit code of a child that has exited; None for an adopted process (not our child)."""
+    if proc is None:
+        return None
+    try:
+        # The reaper thread holds the wait lock: poll() would say None. The process is
+        # gone, so its status is there at once.
+        return proc.wait(timeout=0.5)
+    except subprocess.TimeoutExpired:
+        return None
+
 
 def last_line(path: Path) -> str:
+    """The last line the app wrote (not our start banners), read from the file's tail only."""
     try:
-        lines = [
-            ln
-            for ln in path.read_text(errors="replace").splitlines()
-            if ln.strip() and not ln.startswith("--- shiploop")
-        ]
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - _LOG_TAIL_BYTES))
+            text = f.read().decode(errors="replace")
     except FileNotFoundError:
         return "no log"
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("--- shiploop")]
     return lines[-1].strip()[:300] if lines else "no output"

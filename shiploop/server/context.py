@@ -17,6 +17,7 @@ from shiploop.gateway.model import RoutingState
 from shiploop.naming import Track
 from shiploop.paths import ProjectPaths
 from shiploop.runtime.local import LocalRuntime
+from shiploop.server.desired import Change
 from shiploop.server.routing import HeaderRoute, Placement, ServiceRouting, build_routing_state
 from shiploop.server.specs import spec_from_json
 from shiploop.spec import ProjectSpec, ServiceSpec, load_project, load_service
@@ -35,6 +36,7 @@ class PlaneContext:
     clock: Callable[[], float]  # wall clock for every record and decision
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one mutation of desired state at a time
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    ready_timeout_s: float = 30.0  # how long a new version may take to be healthy (tests shorten it)
 
     @property
     def gateway_url(self) -> str:
@@ -52,6 +54,12 @@ class PlaneContext:
             known = ", ".join(self.project.services) or "none"
             raise NotFound(f"unknown service '{name}'", hint=f"services in this project: {known}")
         return self.project.services[name]
+
+    def require_service(self, name: str) -> None:
+        """NotFound unless `name` is a service. A deployed one is checked in the store
+        alone: a half-edited service.yaml must not block a rollback or a weight change."""
+        if not self.store.deployments(name):
+            self.service(name)
 
     def snapshot(self, spec: ServiceSpec) -> tuple[Version, ServiceSpec]:
         version = snapshot(spec.name, spec.directory, self.paths.versions)
@@ -89,10 +97,12 @@ class PlaneContext:
             f"'{ref}' matches several versions of {service}", hint=f"use more characters of one of: {ids}"
         )
 
-    def deployed_services(self) -> list[tuple[str, list[DeploymentRow], ServiceSpec]]:
-        """Per service (sorted): its deployments, and the spec whose routes apply (the stable version's)."""
+    def deployed_services(self, view: Change | None = None) -> list[tuple[str, list[DeploymentRow], ServiceSpec]]:
+        """Per service (sorted): its deployments, and the spec whose routes apply (the stable version's).
+
+        From the store, or from `view`: the state a pending change would leave."""
         by_service: dict[str, list[DeploymentRow]] = {}
-        for d in self.store.deployments():
+        for d in (view or self.store).deployments():
             by_service.setdefault(d.service, []).append(d)
         out = []
         for name, rows in sorted(by_service.items()):
@@ -102,23 +112,54 @@ class PlaneContext:
 
     # -- desired state -> gateway ------------------------------------------------------------
 
-    def routing_state(self) -> RoutingState:
+    def routing_state(self, view: Change | None = None) -> RoutingState:
+        source = view or self.store
         services = []
-        for name, rows, spec in self.deployed_services():
+        for name, rows, spec in self.deployed_services(view):
             services.append(
                 ServiceRouting(
                     spec,
                     tuple(Placement(d.version, d.track, d.weight) for d in rows),
-                    tuple(HeaderRoute(h, v, ver) for h, v, ver in self.store.header_routes(name)),
+                    tuple(HeaderRoute(h, v, ver) for h, v, ver in source.header_routes(name)),
                 )
             )
         return build_routing_state(services, self.runtime.endpoints, self.port)
 
     async def publish(self) -> int:
+        """Publish what the store holds (the supervisor's republish after readiness changes)."""
         result = await self.gateway.publish(self.routing_state())
         return result.generation
+
+    def change(self) -> Change:
+        """Start a change of desired state; make it with `commit`. Call under the lock."""
+        return Change(self.store)
+
+    async def commit(self, change: Change) -> int:
+        """Publish the state `change` leads to and, once Envoy serves it, write it to the store.
+
+        Envoy rejecting it (GatewayRejected) or not confirming it (GatewayTimeout)
+        leaves the store as it was; the publisher points its files back at the last
+        accepted generation. Call under the lock."""
+        result = await self.gateway.publish(self.routing_state(change))
+        change.write_to(self.store)
+        return result.generation
+
+    # -- each service's last stable version: survives `down`, so `up` restores it -------------
+
+    def stable_record(self, service: str) -> str | None:
+        return self.store.get(stable_key(service))
+
+    def record_stable(self, service: str, version: str, change: Change | None = None) -> None:
+        if change is not None:
+            change.put(stable_key(service), version)
+        else:
+            self.store.put(stable_key(service), version)
 
     def in_background(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+
+
+def stable_key(service: str) -> str:
+    return f"stable/{service}"

@@ -110,6 +110,9 @@ class ControlPlane:
     async def shutdown(self) -> None:
         await self.lifecycle.shutdown()
 
+    async def start_failed(self) -> None:
+        await self.lifecycle.start_failed()
+
     async def supervise(self, interval_s: float = 0.5) -> None:
         await self.supervisor.run(interval_s)
 

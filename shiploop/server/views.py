@@ -26,6 +26,8 @@ class Views:
                         "ready": ready,
                         "replicas": total,
                         "state": d.state,
+                        # restarts, last_exit_code, last_log_line: a crash loop shows here
+                        **ctx.runtime.health(name, d.version),
                     }
                 )
             header_routes = [{"header": h, "value": v, "version": ver} for h, v, ver in ctx.store.header_routes(name)]

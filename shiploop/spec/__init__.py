@@ -17,6 +17,8 @@ from shiploop.spec.models import (
     RouteSpec,
     RunSpec,
     ServiceSpec,
+    check_header_name,
+    check_header_value,
 )
 from shiploop.spec.rollout import ALERT_EVENTS, AbMatch, Alert, Guardrail, Limit, RolloutPolicy, Webhook
 
@@ -46,6 +48,8 @@ __all__ = [
     "ServiceSpec",
     "SpecError",
     "Webhook",
+    "check_header_name",
+    "check_header_value",
     "find_service_files",
     "format_duration",
     "load_project",

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
+from shiploop.errors import Invalid
+from shiploop.spec import envoy_rules
 from shiploop.spec.base import SpecModel, check_choice, scalar_to_str
 from shiploop.spec.durations import PositiveDuration
 from shiploop.spec.issues import spec_issue
@@ -71,7 +73,24 @@ def check_project_name(name: str) -> str:
 def _check_url_path(value: str) -> str:
     if not value.startswith("/") or any(c.isspace() for c in value):
         raise spec_issue(f"{value!r} must start with '/' and contain no spaces", hint=f"try '/{value.strip()}'")
-    return value
+    return _envoy_rule(envoy_rules.url_path, value)
+
+
+def _envoy_rule(check: Any, value: Any) -> Any:
+    """Run one of Envoy's rules (shared with the API) as a spec validator."""
+    try:
+        return check(value)
+    except Invalid as exc:
+        raise spec_issue(exc.message, hint=exc.hint) from None
+
+
+def check_header_name(name: str) -> str:
+    """A header name for the API: Envoy's and RFC 9110's rules, lowercased."""
+    return envoy_rules.header_name(name)
+
+
+def check_header_value(value: str) -> str:
+    return envoy_rules.header_value(value)
 
 
 def _upper(value: object) -> object:
@@ -85,7 +104,7 @@ def _lower(value: object) -> object:
 def _check_header_name(name: str) -> str:
     if not _HEADER_NAME.fullmatch(name):
         raise spec_issue(f"invalid header name {name!r}", hint="use letters, digits and '-', e.g. x-tenant")
-    return name
+    return str(_envoy_rule(envoy_rules.header_name, name))
 
 
 UrlPath = Annotated[str, AfterValidator(_check_url_path)]
@@ -95,13 +114,18 @@ HttpMethod = Annotated[
 RetryOn = Annotated[str, AfterValidator(lambda v: check_choice(v, RETRY_ON, "retry condition"))]
 HeaderName = Annotated[str, BeforeValidator(_lower), AfterValidator(_check_header_name)]
 Text = Annotated[str, BeforeValidator(scalar_to_str)]
+HeaderValue = Annotated[
+    str, BeforeValidator(scalar_to_str), AfterValidator(lambda v: _envoy_rule(envoy_rules.header_value, v))
+]
+# A duration Envoy sees: positive, and within what it can hold.
+EnvoyDuration = Annotated[PositiveDuration, AfterValidator(lambda v: _envoy_rule(envoy_rules.duration, v))]
 Count = Annotated[int, Field(ge=1, le=2**32 - 1)]
 
 
 class RetryPolicy(SpecModel):
     attempts: Annotated[int, Field(ge=0, le=10)] = 1
     on: list[RetryOn] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
-    per_try_timeout: PositiveDuration | None = None
+    per_try_timeout: EnvoyDuration | None = None
 
     @model_validator(mode="after")
     def _on_needed(self) -> RetryPolicy:
@@ -119,20 +143,15 @@ class RouteSpec(SpecModel):
     rewrite: UrlPath | None = None
     host: str | None = None
     methods: list[HttpMethod] | None = None
-    headers: dict[HeaderName, Text] = Field(default_factory=dict)
-    timeout: PositiveDuration = 15.0
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
+    timeout: EnvoyDuration = 15.0
     retries: RetryPolicy = Field(default_factory=RetryPolicy)
 
     @field_validator("regex")
     @classmethod
     def _regex_compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise spec_issue(
-                    f"invalid regex {value!r}: {exc}", hint="check the pattern, e.g. ^/items/[0-9]+$"
-                ) from None
+            _envoy_rule(envoy_rules.regex, value)  # RE2, as Envoy reads it: Python's re accepts more
         return value
 
     @field_validator("host", mode="before")
@@ -257,14 +276,14 @@ class CircuitBreaker(SpecModel):
 class OutlierDetection(SpecModel):
     enabled: bool = True
     consecutive_5xx: Count = 5
-    interval: PositiveDuration = 5.0
-    base_ejection_time: PositiveDuration = 30.0
+    interval: EnvoyDuration = 5.0
+    base_ejection_time: EnvoyDuration = 30.0
     max_ejection_percent: Annotated[int, Field(ge=0, le=100)] = 50
 
 
 class ProjectDefaults(SpecModel):
     replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
-    timeout: PositiveDuration = 15.0
+    timeout: EnvoyDuration = 15.0
 
 
 class GatewaySpec(SpecModel):

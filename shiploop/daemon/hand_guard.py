@@ -1,0 +1,37 @@
+"""Hand changes while an automatic rollout owns a service: refused, or with force, the rollout pauses.
+
+The guard sits in the API layer, not in the control plane's mutations: the
+rollout controller makes the same calls (deploy, weights, promote, rollback) to
+move its own steps, and those must never be refused.
+"""
+
+from __future__ import annotations
+
+from shiploop.errors import Conflict
+from shiploop.naming import ACTIVE_ROLLOUT_STATES, RolloutState
+from shiploop.rollout.controller import RolloutController
+from shiploop.store import Store
+
+
+async def guard_hand_change(rollouts: RolloutController, store: Store, service: str, action: str, force: bool) -> None:
+    """Return if `action` (e.g. "route --weight") may change `service` by hand now; raise Conflict if not.
+
+    With `force`, an active rollout is paused first (it stays paused until a person
+    resumes, promotes or aborts it) and the takeover is recorded in its events."""
+    r = rollouts.latest(service)
+    if r is None or r.state not in ACTIVE_ROLLOUT_STATES:
+        return
+    if not force:
+        raise Conflict(
+            f"{service} is being rolled out automatically (rollout #{r.id} of {service}@{r.candidate}, {r.state}): "
+            f"{action} would fight it",
+            hint=f"take over with: shiploop rollout pause|abort|promote {service}; or repeat with --force to pause it",
+        )
+    if r.state != RolloutState.PAUSED:
+        await rollouts.pause(service)
+    store.event(
+        service,
+        "rollout-taken-over",
+        f"{action} by hand with --force: rollout #{r.id} paused",
+        {"rollout": r.id, "action": action, "state_before": r.state},
+    )

@@ -1,0 +1,176 @@
+"""The control plane through the real CLI and daemon: failed deploys and starts leave nothing
+behind, hand changes do not fight an automatic rollout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shiploop.procs import is_running
+from tests.conftest import wait_until
+from tests.daemon_helpers import Project
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    p = Project(tmp_path / "proj")
+    p.root.mkdir()
+    (p.root / "shiploop.yaml").write_text("name: testproj\n")
+    p.add_service("echo", "/echo/")
+    yield p
+    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
+    p.cli("down", check=False)
+    assert p.running(procs) == [], "down left processes behind"
+
+
+def desired_state(project: Project) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        "deployments": project._query("SELECT service, version, track, weight, state FROM deployments ORDER BY 1, 2"),
+        "replicas": project._query("SELECT * FROM replicas ORDER BY 1, 2, 3"),
+        "header_routes": project._query("SELECT * FROM header_routes ORDER BY 1, 2, 3"),
+    }
+
+
+def served_by(url: str, n: int) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    with httpx.Client() as c:
+        for _ in range(n):
+            r = c.get(url)
+            assert r.status_code == 200, r.text
+            seen[r.json()["version"]] += 1
+    return seen
+
+
+def test_deploy_that_cannot_start_exits_2_and_changes_nothing(project: Project):
+    project.cli("up", "--detach", "--port", str(project.port))
+    stable = project.versions("echo")["stable"]["id"]
+    before = desired_state(project)
+    spec = project.root / "echo" / "service.yaml"
+    spec.write_text(spec.read_text().replace("command: [python, app.py]", "command: [/nonexistent/bin]"))
+
+    r = project.cli("deploy", "echo", "--weight", "20", check=False)
+    assert r.returncode == 2 and "cannot start '/nonexistent/bin'" in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0
+    assert desired_state(project) == before
+    assert list(project.versions("echo")) == ["stable"]
+    assert served_by(f"{project.url}/echo/x", 20) == Counter({stable: 20})
+    promote = project.cli("promote", "echo", check=False)
+    assert promote.returncode == 2 and "no canary" in promote.stderr
+
+
+def test_failed_up_on_the_readopt_path_leaves_serving_replicas_alone(project: Project):
+    project.cli("up", "--detach", "--port", str(project.port))
+    replicas = [(int(p), int(s)) for p, s in project._query("SELECT pid, start_time FROM replicas")]
+    daemon, envoy = project.daemon_info(), project.envoy_info()
+    assert envoy is not None
+    os.kill(daemon["pid"], signal.SIGKILL)
+    os.kill(envoy["pid"], signal.SIGKILL)
+    wait_until(lambda: not is_running(daemon["pid"], daemon["start_time"]), 5, what="daemon to die")
+    wait_until(lambda: not is_running(envoy["pid"], envoy["start_time"]), 5, what="envoy to die")
+
+    with socket.socket() as taken:  # the new Envoy cannot listen: the start fails
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the dead Envoy's connections linger
+        taken.bind(("127.0.0.1", project.port))
+        taken.listen()
+        r = project.cli("up", "--detach", check=False)
+    assert r.returncode == 2 and f"gateway port {project.port} is in use" in r.stderr, r.stderr
+    assert "replicas that were running are left as they were" in r.stderr
+    assert "envoy is not running" in r.stderr  # the hint says what is true
+    assert project.running(replicas) == replicas, "a failed re-adoption must not stop serving replicas"
+
+    # The hint's command works, and adopts the very same replicas.
+    project.cli("up", "--detach")
+    assert project.running(replicas) == replicas
+    assert sorted((int(p), int(s)) for p, s in project._query("SELECT pid, start_time FROM replicas")) == sorted(
+        replicas
+    )
+    stable = project.versions("echo")["stable"]["id"]
+    assert served_by(f"{project.url}/echo/x", 10) == Counter({stable: 10})
+
+
+def rollout_of(project: Project) -> dict[str, Any]:
+    return dict(json.loads(project.cli("rollout", "status", "echo", "--json").stdout))
+
+
+def test_hand_changes_during_a_rollout_are_refused_unless_forced(project: Project):
+    project.cli("up", "--detach", "--port", str(project.port))
+    project.set_env("echo", {"GREETING": "v2"})
+    project.cli("rollout", "echo")
+    # Without traffic the rollout waits at its first step: it owns the service.
+    assert rollout_of(project)["state"] == "progressing"
+    before = desired_state(project)
+    for args in [
+        ("route", "echo", "--weight", "canary=50"),
+        ("route", "echo", "--header", "x-user=ana", "--to", "canary"),
+        ("deploy", "echo"),
+        ("promote", "echo"),
+        ("rollback", "echo"),
+    ]:
+        r = project.cli(*args, check=False)
+        assert r.returncode == 2, (args, r.stderr)
+        line = r.stderr.strip()
+        assert line.count("\n") == 0, line
+        assert "rollout #1" in line and "shiploop rollout pause|abort|promote echo" in line and "--force" in line
+    assert desired_state(project) == before
+    assert rollout_of(project)["state"] == "progressing"
+
+    project.cli("route", "echo", "--weight", "canary=50", "--force")
+    assert rollout_of(project)["state"] == "paused"
+    assert project.versions("echo")["canary"]["weight"] == 50
+    api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
+    taken = [e for e in httpx.get(f"{api}/v1/events").json() if e["kind"] == "rollout-taken-over"]
+    assert len(taken) == 1 and taken[0]["evidence"]["rollout"] == 1 and "--force" in taken[0]["message"]
+    # Paused, the rollout still owns the service: another hand change needs --force again.
+    assert project.cli("route", "echo", "--weight", "canary=0", check=False).returncode == 2
+    project.cli("rollout", "abort", "echo")
+    project.cli("route", "echo", "--weight", "stable=100")
+
+
+def test_up_after_a_rollback_serves_the_last_stable_and_says_the_tree_differs(project: Project):
+    project.cli("up", "--detach", "--port", str(project.port))
+    stable = project.versions("echo")["stable"]["id"]
+    project.set_env("echo", {"GREETING": "rejected"})
+    project.cli("deploy", "echo", "--weight", "50")
+    project.cli("rollback", "echo")
+    project.cli("down")
+
+    out = project.cli("up", "--detach", "--port", str(project.port)).stdout
+    assert f"echo: working tree differs from stable {stable}; ship it with: shiploop rollout echo" in out
+    assert project.versions("echo")["stable"]["id"] == stable
+    assert served_by(f"{project.url}/echo/x", 10) == Counter({stable: 10})
+
+
+def test_failed_readoption_with_envoy_alive_keeps_serving_and_says_so(project: Project):
+    project.cli("up", "--detach", "--port", str(project.port))
+    stable = project.versions("echo")["stable"]["id"]
+    daemon = project.daemon_info()
+    os.kill(daemon["pid"], signal.SIGKILL)
+    wait_until(lambda: not is_running(daemon["pid"], daemon["start_time"]), 5, what="daemon to die")
+    (dead_pid, dead_start), *serving = [
+        (int(p), int(s)) for p, s in project._query("SELECT pid, start_time FROM replicas ORDER BY idx")
+    ]
+    os.kill(dead_pid, signal.SIGKILL)
+    wait_until(lambda: not is_running(dead_pid, dead_start), 5, what="a replica to die")
+    # The snapshot the dead replica would restart from is gone: re-adoption fails.
+    shutil.rmtree(project.root / ".shiploop" / "versions" / "echo" / stable)
+
+    r = project.cli("up", "--detach", check=False)
+    assert r.returncode == 2 and "cannot start" in r.stderr, r.stderr
+    assert "left as they were and envoy keeps serving the last routes" in r.stderr
+    envoy = project.envoy_info()
+    assert envoy is not None
+    assert project.running([*serving, (envoy["pid"], envoy["start_time"])]) == [
+        *serving,
+        (envoy["pid"], envoy["start_time"]),
+    ]
+    assert served_by(f"{project.url}/echo/x", 10) == Counter({stable: 10})
