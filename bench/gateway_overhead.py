@@ -33,7 +33,7 @@ from bench.common import (
 )
 from shiploop.gateway.gateway import Gateway
 from shiploop.gateway.model import Cluster, Endpoint, Match, Route, RoutingState, WeightedTarget
-from shiploop.loadgen import Result, run_load
+from shiploop.loadgen import LoadSpec, Result, run_load
 from shiploop.procs import free_port
 
 NAME = "gateway_overhead"
@@ -67,7 +67,7 @@ async def run_leg(url: str, rps: float, seconds: float, pids: dict[str, int]) ->
     leg = Leg()
     before = {k: cpu_seconds(p) or 0.0 for k, p in pids.items()}
     self_before = time.process_time()
-    report = await run_load(url, rps, seconds, on_result=leg.add, timeout_s=5.0, max_connections=256)
+    report = await run_load(LoadSpec(url, rps, seconds, on_result=leg.add, timeout_s=5.0, max_connections=256))
     leg.cpu = {k: (cpu_seconds(p) or 0.0) - before[k] for k, p in pids.items()}
     leg.cpu["loadgen"] = time.process_time() - self_before
     leg.duration_s = report.duration_s
@@ -108,7 +108,7 @@ async def bench(rates: list[int], seconds: float, work: Path) -> dict[str, Any]:
         urls = {"direct": f"{app.url}/x", "envoy": f"http://127.0.0.1:{port}/x"}
         print("warm-up: 2 s at 500 rps on each path (not recorded)", flush=True)
         for url in urls.values():
-            await run_load(url, 500, 2.0)
+            await run_load(LoadSpec(url, 500, 2.0))
         levels = []
         for rps in rates:
             legs: dict[str, list[Leg]] = {"direct": [], "envoy": []}

@@ -1,8 +1,14 @@
 """Process helpers: identity by (pid, start time), group termination, reaping.
 
-A pid alone can be reused by the OS; pid plus the kernel's start time (field 22
-of /proc/PID/stat) names one process for its whole life, which is what lets a
-restarted daemon re-adopt the processes its predecessor started.
+A pid alone can be reused by the OS; pid plus the kernel's start time names one
+process for its whole life, which is what lets a restarted daemon re-adopt the
+processes its predecessor started. The start time comes from psutil (portable;
+on Linux it reads /proc/PID/stat as we used to), as an integer in hundredths of
+a second since the epoch: the kernel counts in clock ticks of 10 ms, so the
+value is the same on every read. psutil is imported when first needed: the CLI
+imports this module for `status` and must start fast.
+
+Process groups and signals are POSIX: on other systems shiploop says so.
 """
 
 from __future__ import annotations
@@ -10,22 +16,34 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-from pathlib import Path
+
+from shiploop.errors import Unavailable
+
+POSIX = hasattr(os, "killpg")
+
+
+def require_posix() -> None:
+    if not POSIX:
+        raise Unavailable(
+            f"services run in POSIX process groups, which {sys.platform} does not have",
+            hint="run shiploop on Linux (on Windows: in WSL)",
+        )
 
 
 def process_start_time(pid: int) -> int | None:
-    """The start time of a live process in clock ticks since boot, None if gone or a zombie."""
+    """The start time of a live process (hundredths of a second since the epoch), None if gone or a zombie."""
+    import psutil
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        proc = psutil.Process(pid)
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return None
+        return round(proc.create_time() * 100)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return None
-    # The command name (field 2) may contain spaces and parentheses; split after it.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
 
 
 def is_running(pid: int, start_time: int) -> bool:
@@ -34,6 +52,7 @@ def is_running(pid: int, start_time: int) -> bool:
 
 def terminate_group(pid: int, timeout_s: float = 5.0) -> None:
     """SIGTERM the process group led by `pid`, SIGKILL it if it outlives `timeout_s`."""
+    require_posix()
     start = process_start_time(pid)
     if start is None:
         return
@@ -65,16 +84,14 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     # Members that are zombies still count for killpg; check them properly.
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                return True
+        except (ProcessLookupError, PermissionError, psutil.Error):
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
     return False
 
 

@@ -1,3 +1,3 @@
-from shiploop.cli.main import main
+from shiploop.cli.entry import main
 
 main()

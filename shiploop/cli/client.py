@@ -1,14 +1,82 @@
-"""The CLI's side of the daemon API: find the daemon, call it, turn errors into ShiploopError."""
+"""The CLI's side of the daemon API: find the daemon, call it, parse answers with the contract's models.
+
+A plain socket and one HTTP/1.1 exchange per call (Connection: close), not
+httpx or http.client: the CLI talks to one local daemon, and those imports
+(httpx ~80 ms; http.client pulls in ssl and email, ~30 ms) were paid by every
+`shiploop status` (issue 8, item 6).
+Errors come back as the contract's ErrorBody and are raised as the errors.py
+class of the same kind, so each keeps its exit code (2: the user can fix it,
+1: shiploop failed). A 500 names the daemon log, where its traceback is.
+"""
 
 from __future__ import annotations
 
+import json
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
 
-import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shiploop.errors import ShiploopError
-from shiploop.paths import running_daemon, state_dir_of
+from shiploop.contract import ErrorBody
+from shiploop.errors import ERROR_KINDS, ShiploopError
+from shiploop.paths import ProjectPaths, running_daemon
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+class DaemonFailed(ShiploopError):
+    """The daemon hit a bug or answered something we cannot read: shiploop's fault, exit 1."""
+
+    http_status = 500
+    exit_code = 1
+
+
+def exchange(
+    address: tuple[str, int],
+    method: str,
+    target: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    timeout_s: float,
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on a fresh connection: (status, body). ValueError on a malformed answer."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {address[0]}:{address[1]}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines.append(f"Content-Length: {len(body or b'')}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+    with socket.create_connection(address, timeout=timeout_s) as sock:
+        sock.sendall(request)
+        chunks: list[bytes] = []
+        while data := sock.recv(65536):
+            chunks.append(data)
+    raw = b"".join(chunks)
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if not sep or len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP answer: {status_line[:60]!r}")
+    fields = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        rest = _unchunk(rest)
+    elif "content-length" in fields:
+        rest = rest[: int(fields["content-length"])]
+    return int(parts[1]), rest
+
+
+def _unchunk(data: bytes) -> bytes:
+    out: list[bytes] = []
+    while True:
+        size_line, sep, data = data.partition(b"\r\n")
+        if not sep:
+            raise ValueError("truncated chunked body")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[:size])
+        data = data[size + 2 :]
 
 
 def find_root(start: Path) -> Path:
@@ -22,39 +90,93 @@ def find_root(start: Path) -> Path:
     )
 
 
+def segment(text: str) -> str:
+    """One path segment of a URL, whatever the user typed."""
+    return quote(text, safe="")
+
+
 class DaemonClient:
     def __init__(self, root: Path, timeout_s: float = 120.0) -> None:
         info = running_daemon(root)
         if info is None:
             raise ShiploopError("shiploop is not running for this project", hint="start it with: shiploop up --detach")
         self.root = root
-        self.pid = info["pid"]
-        token_path = state_dir_of(root) / "token"
-        token = token_path.read_text().strip() if token_path.exists() else ""
-        self.http = httpx.Client(
-            base_url=f"http://127.0.0.1:{info['api_port']}",
-            timeout=timeout_s,
-            headers={"Authorization": f"Bearer {token}"},
-        )
+        self.paths = ProjectPaths(root)
+        self.pid: int = info["pid"]
+        self.port = int(info["api_port"])
+        self.timeout_s = timeout_s
+        token = self.paths.token.read_text(errors="replace").strip() if self.paths.token.exists() else ""
+        self._auth = f"Bearer {token}"
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+        """The decoded JSON answer; a ShiploopError of the answer's kind on an error."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        target = path + ("?" + urlencode(query) if query else "")
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
         try:
-            r = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as e:
-            raise ShiploopError(f"cannot reach the shiploop daemon: {e}", hint="check it with: shiploop status") from e
-        if r.status_code == 400:
-            raise ShiploopError(r.json()["error"])
-        if r.status_code == 401:
+            headers["Authorization"] = self._auth.encode("latin-1").decode("latin-1")
+        except UnicodeEncodeError:
             raise ShiploopError(
-                "the daemon refused the token", hint="the token is .shiploop/token; restart with shiploop up"
+                f"the token in {self.paths.token} is not ASCII text",
+                hint="delete it and restart: shiploop down && shiploop up --detach",
+            ) from None
+        try:
+            status, raw = exchange(("127.0.0.1", self.port), method, target, headers, payload, self.timeout_s)
+        except (OSError, ValueError) as e:
+            raise DaemonFailed(
+                f"cannot reach the shiploop daemon at {self.url}: {e}",
+                hint=f"see its log: {self.paths.daemon_log}",
+            ) from None
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            raise DaemonFailed(
+                f"the daemon answered {status} with something that is not JSON",
+                hint=f"see its log: {self.paths.daemon_log}",
+            ) from None
+        if status >= 400:
+            raise self._error(status, data)
+        return data
+
+    def _error(self, status: int, data: Any) -> ShiploopError:
+        try:
+            body = ErrorBody.model_validate(data)
+        except ValidationError:
+            body = ErrorBody(kind="Internal", error=f"the daemon answered {status}")
+        if body.kind == "Unauthorized":
+            return ShiploopError(
+                "the daemon refused the token",
+                hint=f"the token is {self.paths.token}; restart with: shiploop down && shiploop up --detach",
             )
-        if r.status_code == 422:
-            raise ShiploopError(f"invalid request: {r.json().get('detail')}")
-        r.raise_for_status()
-        return r.json()
+        cls = ERROR_KINDS.get(body.kind)
+        if cls is not None and status != 500:
+            return cls(body.error)
+        # A bug in the daemon: one line, and where its traceback is.
+        line = body.error if str(self.paths.daemon_log) in body.error else f"{body.error} (see {self.paths.daemon_log})"
+        return DaemonFailed(line)
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self.call("GET", path, params={k: v for k, v in params.items() if v is not None})
+    def call(self, model: type[M], method: str, path: str, body: Any = None, **params: Any) -> M:
+        return self._parse(TypeAdapter(model), self.request(method, path, body, params))
 
-    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        return self.call("POST", path, json=body or {})
+    def call_list(self, model: type[M], method: str, path: str, **params: Any) -> list[M]:
+        return self._parse(TypeAdapter(list[model]), self.request(method, path, None, params))  # type: ignore[valid-type]
+
+    def _parse(self, adapter: TypeAdapter[T], data: Any) -> T:
+        try:
+            return adapter.validate_python(data)
+        except ValidationError as e:
+            raise DaemonFailed(
+                f"the daemon's answer does not match this CLI's contract: {e.errors()[0]['msg']}",
+                hint="a daemon of another shiploop version? restart it: shiploop down && shiploop up --detach",
+            ) from None
+
+    def get(self, model: type[M], path: str, **params: Any) -> M:
+        return self.call(model, "GET", path, **params)
+
+    def post(self, model: type[M], path: str, body: Any = None, **params: Any) -> M:
+        return self.call(model, "POST", path, body if body is not None else {}, **params)

@@ -1,30 +1,51 @@
-"""The shiploop command line."""
+"""The shiploop command line: every command, parsed by typer, answers parsed with shiploop.contract.
+
+Start-up matters (issue 8, item 6): this module imports neither FastAPI, the
+control plane nor the spec models at the top; commands that need more import
+it inside. `shiploop status [--json]` does not come here at all: cli/entry.py
+answers it without typer. Errors end as cli/usage.py and cli/guard.py say.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from shiploop.cli import rollout_view
-from shiploop.cli.client import DaemonClient, find_root
-from shiploop.cli.starter import write_starter
-from shiploop.errors import ShiploopError
-from shiploop.naming import ACTIVE_ROLLOUT_STATES
-from shiploop.paths import running_daemon, state_dir_of
-from shiploop.procs import is_running
-from shiploop.server.controlplane import teardown_without_daemon
+from shiploop.cli.client import DaemonClient, find_root, segment
+from shiploop.cli.status_view import emit_json, id_column, render_status, show_status, status_view
+from shiploop.cli.usage import key_value, run_app
+from shiploop.contract import (
+    Deployed,
+    Event,
+    HeaderRemoved,
+    HeaderRoute,
+    Promoted,
+    RolledBack,
+    Rollout,
+    RolloutPlan,
+    Status,
+    VersionInfo,
+    Weights,
+)
+from shiploop.errors import Invalid, ShiploopError, Unavailable
+from shiploop.paths import ProjectPaths, running_daemon
+from shiploop.procs import free_port, is_running
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ship a service version, prove it on real traffic.")
+app = typer.Typer(
+    help="Ship a service version, prove it on real traffic.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -32,71 +53,119 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a t
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="act even while an automatic rollout owns the service (pauses it)")
 ]
+ServiceArg = Annotated[str, typer.Argument(metavar="SERVICE", help="the service's name, as in its service.yaml")]
 
 
-def _force(force: bool) -> dict[str, str]:
-    return {"force": "true"} if force else {}
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as package_version
+
+        try:
+            print(f"shiploop {package_version('shiploop')}")
+        except PackageNotFoundError:
+            print("shiploop (not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="print shiploop's version and exit"),
+    ] = False,
+) -> None:
+    """Ship a service version, prove it on real traffic."""
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+        raise typer.Exit(0)
 
 
 def client() -> DaemonClient:
     return DaemonClient(find_root(Path.cwd()))
 
 
-def emit_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
+# -- lifecycle ------------------------------------------------------------------------------------
 
 
 @app.command()
-def init(directory: Annotated[Path, typer.Argument()] = Path(".")) -> None:
+def init(
+    directory: Annotated[
+        Path, typer.Argument(metavar="[DIR]", help="where to create the project (made if missing)")
+    ] = Path("."),
+) -> None:
     """Create a runnable starter project with one service."""
+    from shiploop.cli.starter import write_starter
+
     written = write_starter(directory)
+    here = directory.resolve() == Path.cwd().resolve()
     console.print(
-        f"created {directory / 'shiploop.yaml'} and service [bold]{written}[/]; "
-        f"next: cd {directory} && shiploop up --detach"
+        f"created {directory / 'shiploop.yaml'} and service {written}; "
+        f"next: {'' if here else f'cd {directory} && '}shiploop up --detach",
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
     )
 
 
 @app.command()
 def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="return once everything is ready")] = False,
-    port: Annotated[int | None, typer.Option("--port", help="gateway port (overrides shiploop.yaml)")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port", "-p", min=0, max=65535, help="gateway port (overrides shiploop.yaml); 0 picks a free one"
+        ),
+    ] = None,
 ) -> None:
     """Start the control plane, every service's current code as stable, and Envoy."""
     root = find_root(Path.cwd())
+    paths = ProjectPaths(root)
     if running_daemon(root):
         raise ShiploopError("shiploop is already running for this project", hint="see: shiploop status")
+    if port == 0:
+        port = free_port()
     args = [sys.executable, "-m", "shiploop.daemon", str(root)] + (["--port", str(port)] if port else [])
     if not detach:
         os.execv(sys.executable, args)  # the daemon in the foreground; Ctrl-C stops everything
-    log = state_dir_of(root) / "logs" / "daemon.log"
+    import subprocess
+
+    log = paths.daemon_log
     log.parent.mkdir(parents=True, exist_ok=True)
+    offset = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    offset = log.stat().st_size
     with console.status("starting shiploop...") as spinner:
         # Wait for our own daemon: another `up` racing this one may win the project's lock.
         while (running_daemon(root) or {}).get("pid") != proc.pid:
             if proc.poll() is not None:
-                raise ShiploopError(_last_error(log) or f"the daemon exited with code {proc.returncode}")
+                raise ShiploopError(
+                    _last_error(log, offset) or f"the daemon exited with code {proc.returncode} (see {log})"
+                )
             spinner.update(f"starting shiploop: {_last_progress(log, offset)}")
             time.sleep(0.1)
-    status = client().get("/v1/status")
-    console.print(f"shiploop is up: gateway [bold]{status['gateway']}[/]")
-    for line in log.read_bytes()[offset:].decode(errors="replace").splitlines():
+    status = client().get(Status, "/v1/status")
+    console.print(f"shiploop is up: gateway [bold]{status.gateway}[/]", soft_wrap=True)
+    for line in _new_lines(log, offset):
         if "working tree differs from stable" in line:  # up served the last stable, not the files
-            console.print(f"[yellow]{escape(line.removeprefix('... '))}[/]")
-    _render_status(status)
+            console.print(line.removeprefix("... "), style="yellow", markup=False)
+    render_status(console, status)
+
+
+def _new_lines(log: Path, offset: int) -> list[str]:
+    return log.read_bytes()[offset:].decode(errors="replace").splitlines()
 
 
 def _last_progress(log: Path, offset: int) -> str:
-    lines = [ln for ln in log.read_bytes()[offset:].decode(errors="replace").splitlines() if ln.startswith("... ")]
+    lines = [ln for ln in _new_lines(log, offset) if ln.startswith("... ")]
     return lines[-1][4:] if lines else "..."
 
 
-def _last_error(log: Path) -> str | None:
-    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("error: ")]
+def _last_error(log: Path, offset: int) -> str | None:
+    lines = [ln for ln in _new_lines(log, offset) if ln.startswith("error: ")]
     return lines[-1][7:] if lines else None
 
 
@@ -106,204 +175,303 @@ def down() -> None:
     root = find_root(Path.cwd())
     info = running_daemon(root)
     if info is None:
+        # Only here: the teardown needs the store and the gateway, which `status` must not import.
+        from shiploop.server.controlplane import teardown_without_daemon
+
         n = teardown_without_daemon(root)
         console.print(f"shiploop was not running; stopped {n} leftover processes" if n else "shiploop was not running")
         return
-    DaemonClient(root).post("/v1/down")
+    DaemonClient(root).request("POST", "/v1/down", {})
     deadline = time.monotonic() + 30
     while is_running(info["pid"], info["start_time"]):
         if time.monotonic() > deadline:
-            raise ShiploopError(f"the daemon (pid {info['pid']}) did not exit within 30s")
+            raise Unavailable(
+                f"the daemon (pid {info['pid']}) did not exit within 30s", hint=f"see {ProjectPaths(root).daemon_log}"
+            )
         time.sleep(0.05)
     console.print("shiploop is down")
 
 
+# -- reading --------------------------------------------------------------------------------------
+
+
 @app.command()
-def status(as_json: JsonOpt = False) -> None:
+def status(
+    as_json: JsonOpt = False,
+    watch: Annotated[bool, typer.Option("--watch", help="redraw every second until Ctrl-C")] = False,
+) -> None:
     """The gateway and, per service, its versions with track, weight and readiness."""
-    data = client().get("/v1/status")
-    if as_json:
-        emit_json(data)
+    if not watch:
+        show_status(console, as_json)  # the same as the fast path of cli/entry.py
         return
-    console.print(f"gateway [bold]{data['gateway']}[/]  (routing generation {data['generation']})")
-    _render_status(data)
-    _render_health(data)
-
-
-def _render_health(data: dict[str, Any]) -> None:
-    for line in data.get("degraded", []):
-        console.print(f"[red]{line}[/]")
-    envoy = data.get("envoy") or {}
-    if envoy.get("restarts"):
-        console.print(f"[yellow]envoy restarted {envoy['restarts']} time(s) by shiploop[/]")
-
-
-def _render_status(data: dict[str, Any]) -> None:
-    table = Table("service", "version", "track", "weight", "ready", "req/s", "5xx", "p95", "routes")
-    notes: list[str] = []
-    for svc in data["services"]:
-        for i, v in enumerate(svc["versions"]):
-            ready = f"{v['ready']}/{v['replicas']}"
-            style = "green" if v["ready"] == v["replicas"] else "yellow"
-            t = v.get("traffic") or {}
-            table.add_row(
-                svc["name"] if i == 0 else "",
-                v["id"],
-                v["track"],
-                f"{v['weight']}%",
-                f"[{style}]{ready}[/]",
-                f"{t['rps']:g}" if t else "-",
-                f"{t['error_rate']:.2%}" if t.get("error_rate") is not None else "-",
-                f"{t['p95_ms']:g} ms" if t.get("p95_ms") is not None else "-",
-                ", ".join(svc["routes"]) if i == 0 else "",
-            )
-            notes.extend(f"{svc['name']}@{v['id']}: metrics: {e}" for e in t.get("source_errors", []))
-            if v.get("restarts"):  # a crash loop: how often, how it ended, what it said last
-                code = v.get("last_exit_code")
-                notes.append(
-                    f"{svc['name']}@{v['id']}: {v['restarts']} restarts, last exit code "
-                    f"{code if code is not None else 'unknown'}: {v.get('last_log_line')}"
-                )
-        for hr in svc.get("header_routes", []):
-            table.add_row("", hr["version"], f"header {hr['header']}={hr['value']}", "-", "", "", "", "", "")
-    console.print(table)
-    for note in notes:
-        console.print(f"[yellow]{escape(note)}[/]")  # log lines may hold [brackets]
-    for svc in data["services"]:
-        r = svc.get("rollout")
-        if r and r["state"] in ACTIVE_ROLLOUT_STATES:
-            console.print(
-                f"{svc['name']}: rollout #{r['id']} of {r['candidate']} is {r['state']} at step "
-                f"{r['step'] + 1} ({r['weight']}%): shiploop rollout status {svc['name']}"
-            )
-
-
-@app.command()
-def deploy(
-    service: str,
-    weight: Annotated[int, typer.Option("--weight", "-w", min=0, max=100, help="percent of traffic")] = 0,
-    force: ForceOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Snapshot SERVICE's current code and start it beside stable as canary."""
-    with console.status(f"deploying {service}..."):
-        result = client().call(
-            "POST", f"/v1/services/{service}/deploy", json={"weight": weight}, params=_force(force)
-        )
-    if as_json:
-        emit_json(result)
-        return
-    console.print(f"{service}@[bold]{result['version']}[/] is canary at {result['weight']}%")
-
-
-@app.command()
-def route(
-    service: str,
-    weight: Annotated[list[str] | None, typer.Option("--weight", "-w", help="VERSION=PERCENT, repeatable")] = None,
-    header: Annotated[str | None, typer.Option("--header", help="NAME=VALUE: requests with it go to --to")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="VERSION for --header")] = None,
-    remove_header: Annotated[str | None, typer.Option("--remove-header", help="NAME or NAME=VALUE to remove")] = None,
-    force: ForceOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Set traffic weights between versions, or route requests by header to one version."""
     c = client()
-    if weight:
-        weights = dict(_key_value(w, "--weight", "VERSION=PERCENT") for w in weight)
-        try:
-            parsed = {k: int(v) for k, v in weights.items()}
-        except ValueError:
-            raise ShiploopError("--weight takes VERSION=PERCENT with a whole number, e.g. --weight 3f9c=20") from None
-        result: Any = c.call(
-            "POST", f"/v1/services/{service}/weights", json={"weights": parsed}, params=_force(force)
-        )
-        text = ", ".join(f"{v}={w}%" for v, w in result.items())
-    elif header:
-        if not to:
-            raise ShiploopError(
-                "--header needs --to VERSION", hint="e.g. shiploop route web --header x-user=ana --to canary"
-            )
-        name, value = _key_value(header, "--header", "NAME=VALUE")
-        body = {"header": name, "value": value, "version": to}
-        result = c.call("POST", f"/v1/services/{service}/header-routes", json=body, params=_force(force))
-        text = f"{result['header']}: {result['value']} -> {service}@{result['version']}"
-    elif remove_header:
-        name, _, value = remove_header.partition("=")
-        result = c.call(
-            "DELETE",
-            f"/v1/services/{service}/header-routes/{name}",
-            params={**({"value": value} if value else {}), **_force(force)},
-        )
-        text = f"removed {result['removed']} header route(s)"
-    else:
-        raise ShiploopError(
-            "route needs --weight, --header with --to, or --remove-header",
-            hint="e.g. shiploop route web --weight canary=20",
-        )
-    if as_json:
-        emit_json(result)
-    else:
-        console.print(text)
+    data = c.get(Status, "/v1/status")
+    try:
+        if as_json or not console.is_terminal:  # piped: a frame a second (JSON: one object a line)
+            while True:
+                if as_json:
+                    print(json.dumps(data.model_dump(mode="json")), flush=True)
+                else:
+                    render_status(console, data)
+                    print(flush=True)
+                time.sleep(1)
+                data = c.get(Status, "/v1/status")
+        from rich.live import Live
 
-
-def _key_value(text: str, option: str, form: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key or not value:
-        raise ShiploopError(f"{option} '{text}' is not {form}")
-    return key, value
+        with Live(status_view(data), console=console, refresh_per_second=2, auto_refresh=False) as live:
+            while True:
+                time.sleep(1)
+                live.update(status_view(c.get(Status, "/v1/status")), refresh=True)
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()
-def promote(service: str, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
-    """Make the canary stable; the old stable stops once it drains."""
-    result = client().call("POST", f"/v1/services/{service}/promote", json={}, params=_force(force))
-    emit_json(result) if as_json else console.print(f"{service}@[bold]{result['stable']}[/] is stable")
-
-
-@app.command()
-def rollback(service: str, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
-    """Send all traffic to stable and stop the canary."""
-    result = client().call("POST", f"/v1/services/{service}/rollback", json={}, params=_force(force))
-    emit_json(result) if as_json else console.print(f"all traffic to {service}@[bold]{result['stable']}[/]")
-
-
-@app.command()
-def versions(service: str, as_json: JsonOpt = False) -> None:
+def versions(service: ServiceArg, as_json: JsonOpt = False) -> None:
     """Every version of SERVICE ever built, newest last."""
-    rows = client().get(f"/v1/services/{service}/versions")
+    rows = client().call_list(VersionInfo, "GET", f"/v1/services/{segment(service)}/versions")
     if as_json:
         emit_json(rows)
         return
-    table = Table("version", "built", "track", "weight")
+    table = Table()
+    id_column(table, "version")
+    for name in ("built", "track", "weight"):
+        table.add_column(name)
     for v in rows:
-        built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created_at"]))
-        table.add_row(v["id"], built, v["track"] or "-", f"{v['weight']}%" if v["weight"] is not None else "-")
+        built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.created_at))
+        table.add_row(v.id, built, v.track or "-", f"{v.weight}%" if v.weight is not None else "-")
     console.print(table)
 
 
 @app.command()
 def logs(
-    service: str,
-    version: Annotated[str | None, typer.Option("--version", "-v", help="one version (id, prefix or track)")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n")] = 50,
+    service: ServiceArg,
+    version: Annotated[
+        str | None, typer.Option("--version", help="one version: an id, a unique prefix, or stable/canary/shadow")
+    ] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines, new replicas too")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="lines of each replica's past to print")] = 50,
 ) -> None:
-    """Print the replicas' logs of SERVICE."""
-    files = [Path(f) for f in client().get(f"/v1/services/{service}/logs", version=version)["files"]]
-    offsets = {}
-    for f in files:
-        text = f.read_text(errors="replace") if f.exists() else ""
-        for line in text.splitlines()[-lines:]:
-            print(f"{f.stem} | {line}")
-        offsets[f] = len(text.encode())
-    while follow:
-        for f in files:
-            data = f.read_bytes()[offsets[f] :] if f.exists() else b""
-            offsets[f] += len(data)
-            for line in data.decode(errors="replace").splitlines():
-                print(f"{f.stem} | {line}", flush=True)
-        time.sleep(0.2)
+    """Print the replicas' logs of SERVICE, from disk: any version, daemon up or down."""
+    from shiploop.cli import logs as replica_logs
 
+    paths = ProjectPaths(find_root(Path.cwd()))
+    vid = replica_logs.resolve_version(paths, service, version) if version else None
+    files = replica_logs.log_files(paths, service, vid)
+    if not files and not follow:
+        what = f"{service}@{vid}" if vid else service
+        raise ShiploopError(f"{what} has no log files in {paths.logs / service}", hint="see: shiploop status")
+    for f, line in replica_logs.tail(files, lines):
+        print(f"{f.replica} | {line}")
+    if not follow:
+        return
+
+    def emit(ts: float, f: replica_logs.LogFile, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+        print(f"{stamp} {f.replica} | {line}", flush=True)
+
+    def ready() -> None:
+        err.print(f"following the logs of {what}, new replicas too; Ctrl-C to stop", highlight=False, soft_wrap=True)
+
+    what = f"{service}@{vid}" if vid else service
+    try:
+        replica_logs.follow(lambda: replica_logs.log_files(paths, service, vid), emit, on_ready=ready)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def events(
+    service: Annotated[
+        str | None, typer.Argument(metavar="[SERVICE]", help="only this service's events (default: all)")
+    ] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events until Ctrl-C")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, max=10_000, help="how many past events")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """The timeline of every transition (deploys, weights, rollout steps and decisions) with its evidence."""
+    root = find_root(Path.cwd())
+    if running_daemon(root) is None and not follow:
+        # After a crash or a `down`, what happened is still in the store: read it there.
+        for e in _stored_events(ProjectPaths(root), service, lines):
+            _print_event(e, as_json)
+        return
+    c = DaemonClient(root)
+    past = c.call_list(Event, "GET", "/v1/events", service=service, limit=lines) if lines else []
+    last_id = past[-1].id if past else _last_event_id(c, service)
+    for e in past:
+        _print_event(e, as_json)
+    try:
+        while follow:
+            time.sleep(1)
+            for e in c.call_list(Event, "GET", "/v1/events", service=service, after=last_id, limit=1000):
+                _print_event(e, as_json)
+                last_id = e.id
+    except KeyboardInterrupt:
+        pass
+
+
+def _stored_events(paths: ProjectPaths, service: str | None, limit: int) -> list[Event]:
+    import sqlite3
+
+    if not paths.db.exists() or limit == 0:
+        return []
+    sql = "SELECT id, ts, service, kind, message, evidence FROM events"
+    args: tuple[object, ...] = ()
+    if service is not None:
+        sql, args = sql + " WHERE service=?", (service,)
+    db = sqlite3.connect(f"file:{paths.db}?mode=ro", uri=True, timeout=2.0)
+    try:
+        rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+    except sqlite3.Error as e:
+        raise Unavailable(f"cannot read {paths.db}: {e}") from None
+    finally:
+        db.close()
+    keys = ("id", "ts", "service", "kind", "message", "evidence")
+    return [
+        Event.model_validate({**dict(zip(keys, row, strict=True)), "evidence": json.loads(row[5]) if row[5] else None})
+        for row in reversed(rows)
+    ]
+
+
+def _last_event_id(c: DaemonClient, service: str | None) -> int:
+    latest = c.call_list(Event, "GET", "/v1/events", service=service, limit=1)
+    return latest[-1].id if latest else 0
+
+
+def _print_event(e: Event, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(e.model_dump(mode="json")), flush=True)  # one object a line: easy to pipe
+        return
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.ts))
+    print(f"{stamp}  {e.service or '-'}  {e.kind}: {e.message}", flush=True)
+    if e.evidence:
+        print("    " + json.dumps(e.evidence, separators=(", ", ": "), default=str), flush=True)
+
+
+# -- changes --------------------------------------------------------------------------------------
+
+
+@app.command()
+def deploy(
+    service: ServiceArg,
+    weight: Annotated[int, typer.Option("--weight", "-w", min=0, max=100, help="percent of traffic, 0 to 100")] = 0,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Snapshot SERVICE's current code and start it beside stable as canary."""
+    with console.status(f"deploying {service}..."):
+        result = client().post(Deployed, f"/v1/services/{segment(service)}/deploy", {"weight": weight}, **_force(force))
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"{service}@[bold]{result.version}[/] is canary at {result.weight}%", soft_wrap=True)
+
+
+@app.command()
+def route(
+    service: ServiceArg,
+    weight: Annotated[
+        list[str] | None, typer.Option("--weight", "-w", help="VERSION=PERCENT, repeatable, one per version")
+    ] = None,
+    header: Annotated[
+        str | None, typer.Option("--header", "-H", help="NAME=VALUE: requests with this header go to --to")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="the VERSION --header sends to")] = None,
+    remove_header: Annotated[
+        str | None, typer.Option("--remove-header", help="NAME or NAME=VALUE: remove that header route")
+    ] = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set traffic weights between versions, or route requests by header to one version."""
+    given = [
+        opt for opt, val in (("--weight", weight), ("--header", header), ("--remove-header", remove_header)) if val
+    ]
+    if len(given) > 1:
+        raise Invalid(f"{' and '.join(given)} cannot be combined", hint="one change per command, e.g. two commands")
+    if to is not None and not header:
+        raise Invalid("--to goes with --header", hint=f"e.g. shiploop route {service} --header x-user=ana --to canary")
+    if not given:
+        raise Invalid(
+            "route needs --weight, --header with --to, or --remove-header",
+            hint=f"e.g. shiploop route {service} --weight canary=20",
+        )
+    if header and not to:
+        raise Invalid(
+            "--header needs --to VERSION", hint=f"e.g. shiploop route {service} --header x-user=ana --to canary"
+        )
+    # Parse everything before talking to the daemon: a malformed option never half-applies.
+    base = f"/v1/services/{segment(service)}"
+    if weight:
+        weights = _weights(weight)
+        changed = client().post(Weights, f"{base}/weights", {"weights": weights}, **_force(force))
+        _print_result(changed, ", ".join(f"{v}={w}%" for v, w in changed.weights.items()), as_json)
+    elif header:
+        name, value = key_value(header, "--header", "NAME=VALUE")
+        body = {"header": name, "value": value, "version": to}
+        hr = client().post(HeaderRoute, f"{base}/header-routes", body, **_force(force))
+        _print_result(hr, f"{hr.header}: {hr.value} -> {service}@{hr.version}", as_json)
+    else:
+        assert remove_header is not None
+        name, _, value = remove_header.partition("=")
+        if not name:
+            raise Invalid(f"--remove-header '{remove_header}' has no header name", hint="e.g. --remove-header x-user")
+        removed = client().call(
+            HeaderRemoved,
+            "DELETE",
+            f"{base}/header-routes/{segment(name)}",
+            value=value if value else None,
+            **_force(force),
+        )
+        _print_result(removed, f"removed {removed.removed} header route(s)", as_json)
+
+
+def _force(force: bool) -> dict[str, str]:
+    # The daemon refuses a hand change while a rollout owns the service unless forced.
+    return {"force": "true"} if force else {}
+
+
+def _print_result(result: BaseModel, text: str, as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
+def _weights(pairs: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for text in pairs:
+        ref, value = key_value(text, "--weight", "VERSION=PERCENT")
+        if ref in out:
+            raise Invalid(f"--weight gives {ref} twice ({ref}={out[ref]} and {text})", hint="give each version once")
+        try:
+            out[ref] = int(value)
+        except ValueError:
+            raise Invalid(
+                f"--weight '{text}' is not VERSION=PERCENT with a whole number", hint="e.g. --weight canary=20"
+            ) from None
+    return out
+
+
+@app.command()
+def promote(service: ServiceArg, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
+    """Make the canary stable; the old stable stops once it drains."""
+    result = client().post(Promoted, f"/v1/services/{segment(service)}/promote", **_force(force))
+    emit_json(result) if as_json else console.print(f"{service}@[bold]{result.stable}[/] is stable", soft_wrap=True)
+
+
+@app.command()
+def rollback(service: ServiceArg, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
+    """Send all traffic to stable and stop the canary."""
+    result = client().post(RolledBack, f"/v1/services/{segment(service)}/rollback", **_force(force))
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(f"all traffic to {service}@[bold]{result.stable}[/]", soft_wrap=True)
+
+
+# -- rollouts -------------------------------------------------------------------------------------
 
 ROLLOUT_ACTIONS = ("status", "plan", "pause", "resume", "abort", "promote")
 
@@ -317,119 +485,144 @@ def rollout_cmd(
             help="SERVICE, or one of status|plan|pause|resume|abort|promote followed by SERVICE",
         ),
     ],
-    second: Annotated[str | None, typer.Argument(metavar="", show_default=False)] = None,
+    second: Annotated[str | None, typer.Argument(metavar="", show_default=False, help="SERVICE after ACTION")] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="watch until it ends: exit 0 promoted, 3 rolled back, 4 held")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Roll the current code of SERVICE out step by step, judged against stable; or act on a rollout."""
+    from shiploop.cli import rollout_view
+
     c = client()
     if second is None:
         service = first
         try:  # Up front: a policy the measured traffic cannot carry out (issue 7.7).
-            for warning in c.get(f"/v1/services/{service}/rollout/plan")["warnings"]:
-                err.print(f"warning: {warning}; see: shiploop rollout plan {service}")
+            for warning in c.get(RolloutPlan, f"/v1/services/{segment(service)}/rollout/plan").warnings:
+                err.print(
+                    f"warning: {warning}; see: shiploop rollout plan {service}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
         except ShiploopError:
             pass  # no traffic measured yet: nothing to warn about
         with console.status(f"starting the candidate of {service}..."):
-            r = c.post(f"/v1/services/{service}/rollout")
+            r = c.post(Rollout, f"/v1/services/{segment(service)}/rollout")
         if not wait:
             emit_json(r) if as_json else console.print(
-                f"rollout #{r['id']}: {service}@{r['candidate']} against {r['baseline']}, {r['state']}; "
-                f"follow it with: shiploop rollout status {service}"
+                f"rollout #{r.id}: {service}@{r.candidate} against {r.baseline}, {r.state}; "
+                f"follow it with: shiploop rollout status {service}",
+                soft_wrap=True,
             )
             return
         _watch(c, service, as_json)
         return
     action, service = first, second
     if action not in ROLLOUT_ACTIONS:
-        raise ShiploopError(f"unknown rollout action '{action}'", hint=f"one of: {', '.join(ROLLOUT_ACTIONS)}")
+        raise Invalid(f"unknown rollout action '{action}'", hint=f"one of: {', '.join(ROLLOUT_ACTIONS)}")
     if action == "plan":
-        r = c.get(f"/v1/services/{service}/rollout/plan")
-        emit_json(r) if as_json else console.print(rollout_view.render_plan(r))
+        plan = c.get(RolloutPlan, f"/v1/services/{segment(service)}/rollout/plan")
+        emit_json(plan) if as_json else console.print(rollout_view.render_plan(plan.model_dump()))
         return
     if action == "status":
         if wait:
             _watch(c, service, as_json)
             return
-        r = c.get(f"/v1/services/{service}/rollout")
+        r = c.get(Rollout, f"/v1/services/{segment(service)}/rollout")
     else:
-        r = c.post(f"/v1/services/{service}/rollout/{action}")
-    emit_json(r) if as_json else console.print(rollout_view.render(r))
+        r = c.post(Rollout, f"/v1/services/{segment(service)}/rollout/{action}")
+    emit_json(r) if as_json else console.print(rollout_view.render(r.model_dump()))
 
 
 def _watch(c: DaemonClient, service: str, as_json: bool) -> None:
     """Follow a rollout live until it ends, then exit with its outcome's code."""
+    from shiploop.cli import rollout_view
+
+    try:
+        r = _watch_until_done(c, service, as_json)
+    except KeyboardInterrupt:
+        # Ctrl-C stops watching, not the rollout: the daemon carries on judging it.
+        err.print(
+            f"stopped watching; the rollout of {service} goes on. Follow it with: "
+            f"shiploop rollout status {service} --wait (or stop it: shiploop rollout abort {service})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+    raise typer.Exit(rollout_view.EXIT_CODES[r.state])
+
+
+def _watch_until_done(c: DaemonClient, service: str, as_json: bool) -> Rollout:
     from rich.live import Live
 
-    r = c.get(f"/v1/services/{service}/rollout")
+    from shiploop.cli import rollout_view
+
+    path = f"/v1/services/{segment(service)}/rollout"
+    r = c.get(Rollout, path)
     if as_json:
-        while r["state"] not in rollout_view.EXIT_CODES:
+        while r.state not in rollout_view.EXIT_CODES:
             time.sleep(1)
-            r = c.get(f"/v1/services/{service}/rollout")
+            r = c.get(Rollout, path)
         emit_json(r)
-    else:
-        seen_events: set[int] = set()
-        with Live(rollout_view.render(r), console=console, refresh_per_second=2) as live:
-            while r["state"] not in rollout_view.EXIT_CODES:
-                time.sleep(1)
-                r = c.get(f"/v1/services/{service}/rollout")
-                for e in c.get("/v1/events", service=service, limit=20):
-                    if e["kind"].startswith("rollout-") and e["id"] not in seen_events and e["ts"] >= r["started_at"]:
-                        seen_events.add(e["id"])
-                        live.console.print(
-                            f"[dim]{time.strftime('%H:%M:%S', time.localtime(e['ts']))}[/] "
-                            f"{e['kind'][8:]}: {e['message']}"
-                        )
-                live.update(rollout_view.render(r))
-    raise typer.Exit(rollout_view.EXIT_CODES[r["state"]])
+        return r
+    seen_events: set[int] = set()
+    with Live(rollout_view.render(r.model_dump()), console=console, refresh_per_second=2) as live:
+        while r.state not in rollout_view.EXIT_CODES:
+            time.sleep(1)
+            r = c.get(Rollout, path)
+            for e in c.call_list(Event, "GET", "/v1/events", service=service, limit=20):
+                if e.kind.startswith("rollout-") and e.id not in seen_events and e.ts >= r.started_at:
+                    seen_events.add(e.id)
+                    live.console.print(
+                        f"[dim]{time.strftime('%H:%M:%S', time.localtime(e.ts))}[/] {e.kind[8:]}: {e.message}"
+                    )
+            live.update(rollout_view.render(r.model_dump()))
+    return r
 
 
 @app.command()
-def history(service: str, as_json: JsonOpt = False) -> None:
+def history(service: ServiceArg, as_json: JsonOpt = False) -> None:
     """Past rollouts of SERVICE with their outcome and the decisive evidence."""
-    rows = client().get(f"/v1/services/{service}/rollouts")
-    emit_json(rows) if as_json else console.print(rollout_view.history_table(rows))
+    from shiploop.cli import rollout_view
+
+    rows = client().call_list(Rollout, "GET", f"/v1/services/{segment(service)}/rollouts")
+    if as_json:
+        emit_json(rows)
+        return
+    table = rollout_view.history_table([r.model_dump() for r in rows])
+    for column in table.columns:
+        if str(column.header) in ("candidate", "baseline", "version"):
+            column.no_wrap, column.overflow, column.min_width = True, "ignore", 12  # ids are arguments: whole
+    console.print(table)
+
+
+# -- load -----------------------------------------------------------------------------------------
 
 
 @app.command()
 def load(
-    url: str,
-    rps: Annotated[float, typer.Option("--rps", help="requests per second, constant arrival rate")] = 50.0,
-    duration: Annotated[str, typer.Option("--duration", "-d", help="e.g. 30s, 2m")] = "10s",
-    header: Annotated[list[str] | None, typer.Option("--header", "-H", help="K=V, repeatable")] = None,
+    url: Annotated[str, typer.Argument(metavar="URL", help="the http:// URL to send requests to")],
+    rps: Annotated[float, typer.Option("--rps", "-r", help="requests per second, constant arrival rate")] = 50.0,
+    duration: Annotated[str, typer.Option("--duration", "-t", help="how long, e.g. 30s, 2m")] = "10s",
+    header: Annotated[list[str] | None, typer.Option("--header", "-H", help="NAME=VALUE to send, repeatable")] = None,
+    max_unanswered: Annotated[
+        float,
+        typer.Option(
+            "--max-unanswered",
+            min=0.0,
+            max=1.0,
+            help="exit 1 when more than this share of requests got no HTTP response (refused, timed out)",
+        ),
+    ] = 0.1,
     as_json: JsonOpt = False,
 ) -> None:
     """Open-loop load: send requests at a constant rate whatever the answers, report statuses and latency."""
-    from shiploop.loadgen import run_load_sync
-    from shiploop.spec import parse_duration
+    from shiploop.cli.load import run_load_command
 
-    try:
-        seconds = parse_duration(duration)
-    except ValueError as e:
-        raise ShiploopError(f"--duration '{duration}': {e}", hint="e.g. 30s, 2m, 500ms") from None
-    headers = dict(_key_value(h, "--header", "K=V") for h in header or [])
-    report = run_load_sync(url, rps, seconds, headers=headers, capture_headers=("x-shiploop-version",))
-    print(json.dumps(report.as_dict(), indent=2)) if as_json else print(report.render())
+    run_load_command(url, rps, duration, dict(key_value(h, "--header", "NAME=VALUE") for h in header or []),
+                     max_unanswered, as_json)  # fmt: skip
 
 
 def main() -> None:
-    try:
-        code = app(standalone_mode=False)
-        # Without standalone mode click returns typer.Exit codes instead of exiting.
-        sys.exit(code if isinstance(code, int) else 0)
-    except ShiploopError as e:
-        err.print(f"[red]error:[/] {e.line()}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            err.print(f"[red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
-            sys.exit(2)
-        raise
+    run_app(app, err)

@@ -23,6 +23,8 @@ routes:
     rewrite: /
     timeout: 5s
     retries: {attempts: 2, on: [gateway-error, connect-failure]}
+  - path: /hello                  # without the slash too; the app answers any path
+    timeout: 5s
 """
 
 APP_PY = '''\

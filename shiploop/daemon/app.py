@@ -1,37 +1,77 @@
-"""The daemon's HTTP API (FastAPI). Reads are open on 127.0.0.1; changes need the token."""
+"""The daemon's HTTP API (FastAPI). Reads are open on 127.0.0.1; changes need the token.
+
+Every route declares its response model from shiploop.contract, so the OpenAPI
+document the daemon serves (/openapi.json) is the API's reference. Errors are
+mapped here, once: a ShiploopError answers with its class's `http_status` and
+an ErrorBody naming its kind; a request FastAPI cannot validate is `Invalid`
+(422); anything else is a bug, answered 500 `Internal` with one line, its
+traceback left in the daemon log.
+"""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shiploop.contract import (
+    Deployed,
+    DeployRequest,
+    ErrorBody,
+    Event,
+    HeaderRemoved,
+    HeaderRoute,
+    HeaderRouteRequest,
+    Health,
+    LogFiles,
+    Ok,
+    Promoted,
+    RolledBack,
+    Rollout,
+    RolloutPlan,
+    Status,
+    VersionInfo,
+    Weights,
+    WeightsRequest,
+)
 from shiploop.daemon.hand_guard import guard_hand_change
-from shiploop.errors import NotFound, ShiploopError, Unavailable
+from shiploop.errors import ERROR_KINDS, Invalid, NotFound, ShiploopError, Unavailable
 from shiploop.naming import Track
+from shiploop.paths import ProjectPaths
 from shiploop.rollout.controller import RolloutController
 from shiploop.rollout.plan import policy_plan
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import Observer
 
-
-class DeployRequest(BaseModel):
-    weight: int = Field(0, ge=0, le=100)
-    track: Literal["canary", "shadow"] = "canary"
-
-
-class WeightsRequest(BaseModel):
-    weights: dict[str, int]
+MAX_EVENTS = 10_000
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (401, 404, 409, 422, 500, 502, 503, 504)
+}
 
 
-class HeaderRouteRequest(BaseModel):
-    header: str
-    value: str
-    version: str
+def error_kind(exc: ShiploopError) -> str:
+    """The taxonomy name of an error: its own class or the nearest one errors.py defines."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in ERROR_KINDS and ERROR_KINDS[cls.__name__] is cls:
+            return cls.__name__
+    return "ShiploopError"
+
+
+def error_response(status: int, kind: str, line: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content=ErrorBody(kind=kind, error=line).model_dump())
+
+
+def _one_line(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body",))
+        parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+    return "invalid request: " + "; ".join(parts)
 
 
 def create_app(
@@ -41,80 +81,116 @@ def create_app(
     token: str,
     on_shutdown: Callable[[], Awaitable[None]],
 ) -> FastAPI:
-    app = FastAPI(title="shiploop", version="0.1.0")
+    app = FastAPI(title="shiploop", version="0.1.0", responses=ERRORS)
+    paths = ProjectPaths(cp.root)
 
     @app.exception_handler(ShiploopError)
     async def user_error(_: Request, exc: ShiploopError) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"error": exc.line()})
+        return error_response(exc.http_status, error_kind(exc), exc.line())
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "Invalid", _one_line(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 401:
+            return error_response(401, "Unauthorized", str(exc.detail))
+        if exc.status_code == 404:
+            return error_response(404, "NotFound", f"no such API route: {request.method} {request.url.path}")
+        if exc.status_code == 405:
+            return error_response(405, "Invalid", f"{request.method} is not allowed on {request.url.path}")
+        kind = "Invalid" if exc.status_code < 500 else "Internal"
+        return error_response(exc.status_code, kind, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # A bug. Starlette re-raises it after this answer, so uvicorn writes the traceback
+        # to the daemon log (our stderr); the user gets one line naming that log.
+        line = f"internal error in the daemon ({type(exc).__name__}); details in {paths.daemon_log}"
+        return error_response(500, "Internal", line)
+
+    expected = f"Bearer {token}".encode()
 
     def authorized(authorization: str = Header("")) -> None:
-        if not hmac.compare_digest(authorization, f"Bearer {token}"):
-            raise HTTPException(401, "missing or wrong token: the CLI reads it from .shiploop/token")
+        # Compare bytes: compare_digest refuses non-ASCII str, and a header may carry any byte.
+        given = authorization.encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, expected):
+            raise StarletteHTTPException(401, "missing or wrong token: the CLI reads it from .shiploop/token")
 
     write = [Depends(authorized)]
 
-    @app.get("/v1/health")
-    async def health() -> dict[str, Any]:
-        return {"ok": True, "project": cp.project.name, "gateway": cp.gateway_url}
+    @app.get("/v1/health", response_model=Health)
+    async def health() -> Health:
+        return Health(ok=True, project=cp.project.name, gateway=cp.gateway_url)
 
-    @app.get("/v1/status")
-    async def status() -> dict[str, Any]:
+    @app.get("/v1/status", response_model=Status)
+    async def status(request: Request) -> Status:
         data = cp.status()
         for svc in data["services"]:
             svc["rollout"] = rollouts.latest_view(svc["name"])
             for v in svc["versions"]:
                 v["traffic"] = observer.summary(svc["name"], v["id"])
-        return data
+        admin = cp.gateway.admin
+        data.setdefault("envoy_admin", getattr(admin, "base", None) if admin is not None else None)
+        data.setdefault("api", str(request.base_url).rstrip("/"))
+        data.setdefault("state_dir", str(paths.state_dir))
+        data.setdefault("logs_dir", str(paths.logs))
+        return Status.model_validate(data)
 
-    @app.get("/v1/services/{service}/versions")
+    @app.get("/v1/services/{service}/versions", response_model=list[VersionInfo])
     async def versions(service: str) -> list[dict[str, Any]]:
         return cp.versions(service)
 
-    @app.get("/v1/services/{service}/logs")
-    async def logs(service: str, version: str | None = None) -> dict[str, Any]:
-        return {"files": cp.log_files(service, version)}
+    @app.get("/v1/services/{service}/logs", response_model=LogFiles)
+    async def logs(service: str, version: str | None = None) -> LogFiles:
+        return LogFiles(files=cp.log_files(service, version))
 
-    @app.get("/v1/events")
-    async def events(service: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return cp.store.events(service, limit)
+    @app.get("/v1/events", response_model=list[Event])
+    async def events(
+        service: str | None = None,
+        limit: int = Query(100, ge=1, le=MAX_EVENTS),
+        after: int = Query(0, ge=0, le=2**63 - 1, description="only events with a larger id (for following)"),
+    ) -> list[dict[str, Any]]:
+        return [e for e in cp.store.events(service, limit) if e["id"] > after]
 
-    @app.post("/v1/services/{service}/deploy", dependencies=write)
+    @app.post("/v1/services/{service}/deploy", dependencies=write, response_model=Deployed)
     async def deploy(service: str, body: DeployRequest, force: bool = False) -> dict[str, Any]:
         await guard_hand_change(rollouts, cp.store, service, "deploy", force)
         return await cp.deploy(service, body.weight, body.track)
 
-    @app.post("/v1/services/{service}/weights", dependencies=write)
-    async def weights(service: str, body: WeightsRequest, force: bool = False) -> dict[str, int]:
+    @app.post("/v1/services/{service}/weights", dependencies=write, response_model=Weights)
+    async def weights(service: str, body: WeightsRequest, force: bool = False) -> Weights:
         await guard_hand_change(rollouts, cp.store, service, "route --weight", force)
-        return await cp.set_weights(service, body.weights)
+        return Weights(weights=await cp.set_weights(service, body.weights))
 
-    @app.post("/v1/services/{service}/header-routes", dependencies=write)
+    @app.post("/v1/services/{service}/header-routes", dependencies=write, response_model=HeaderRoute)
     async def add_header_route(service: str, body: HeaderRouteRequest, force: bool = False) -> dict[str, str]:
         await guard_hand_change(rollouts, cp.store, service, "route --header", force)
         return await cp.set_header_route(service, body.header, body.value, body.version)
 
-    @app.delete("/v1/services/{service}/header-routes/{header}", dependencies=write)
+    @app.delete("/v1/services/{service}/header-routes/{header}", dependencies=write, response_model=HeaderRemoved)
     async def remove_header_route(
         service: str, header: str, value: str | None = None, force: bool = False
-    ) -> dict[str, int]:
+    ) -> HeaderRemoved:
         await guard_hand_change(rollouts, cp.store, service, "route --remove-header", force)
-        return {"removed": await cp.remove_header_route(service, header, value)}
+        return HeaderRemoved(removed=await cp.remove_header_route(service, header, value))
 
-    @app.post("/v1/services/{service}/promote", dependencies=write)
+    @app.post("/v1/services/{service}/promote", dependencies=write, response_model=Promoted)
     async def promote(service: str, force: bool = False) -> dict[str, Any]:
         await guard_hand_change(rollouts, cp.store, service, "promote", force)
         return await cp.promote(service)
 
-    @app.post("/v1/services/{service}/rollback", dependencies=write)
+    @app.post("/v1/services/{service}/rollback", dependencies=write, response_model=RolledBack)
     async def rollback(service: str, force: bool = False) -> dict[str, Any]:
         await guard_hand_change(rollouts, cp.store, service, "rollback", force)
         return await cp.rollback(service)
 
-    @app.post("/v1/services/{service}/rollout", dependencies=write)
+    @app.post("/v1/services/{service}/rollout", dependencies=write, response_model=Rollout)
     async def start_rollout(service: str) -> dict[str, Any]:
         return await rollouts.start(service)
 
-    @app.get("/v1/services/{service}/rollout")
+    @app.get("/v1/services/{service}/rollout", response_model=Rollout)
     async def rollout_status(service: str) -> dict[str, Any]:
         cp.service(service)
         r = rollouts.latest_view(service)
@@ -122,7 +198,7 @@ def create_app(
             raise NotFound(f"{service} has had no rollout yet", hint=f"start one: shiploop rollout {service}")
         return r
 
-    @app.get("/v1/services/{service}/rollout/plan")
+    @app.get("/v1/services/{service}/rollout/plan", response_model=RolloutPlan)
     async def rollout_plan(service: str) -> dict[str, Any]:
         """The policy of the service's current code at the stable version's measured traffic."""
         policy = cp.service(service).rollout
@@ -135,12 +211,12 @@ def create_app(
             )
         return policy_plan(policy, traffic["rps"], traffic["error_rate"]) | {"service": service}
 
-    @app.get("/v1/services/{service}/rollouts")
-    async def rollout_history(service: str, limit: int = 20) -> list[dict[str, Any]]:
+    @app.get("/v1/services/{service}/rollouts", response_model=list[Rollout])
+    async def rollout_history(service: str, limit: int = Query(20, ge=1, le=MAX_EVENTS)) -> list[dict[str, Any]]:
         cp.service(service)
         return rollouts.history(service, limit)
 
-    @app.post("/v1/services/{service}/rollout/{action}", dependencies=write)
+    @app.post("/v1/services/{service}/rollout/{action}", dependencies=write, response_model=Rollout)
     async def rollout_action(service: str, action: str) -> dict[str, Any]:
         actions = {
             "pause": rollouts.pause,
@@ -149,12 +225,12 @@ def create_app(
             "promote": rollouts.promote_now,
         }
         if action not in actions:
-            raise ShiploopError(f"unknown rollout action '{action}'", hint=f"one of: {', '.join(actions)}")
+            raise Invalid(f"unknown rollout action '{action}'", hint=f"one of: {', '.join(actions)}")
         return await actions[action](service)
 
-    @app.post("/v1/down", dependencies=write)
-    async def down() -> dict[str, Any]:
+    @app.post("/v1/down", dependencies=write, response_model=Ok)
+    async def down() -> Ok:
         await on_shutdown()
-        return {"ok": True}
+        return Ok()
 
     return app

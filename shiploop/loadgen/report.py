@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ class Result:
 
     index: int
     status: int  # 0 when no HTTP response came back (see error)
-    error: str | None  # "timeout", "connect", "closed", "protocol"; None when a response came back
+    error: str | None  # "timeout", "connect", "closed", "protocol", "overload"; None when a response came back
     scheduled_at: float
     sent_at: float | None  # None when the request was never written
     done_at: float
@@ -88,6 +89,11 @@ class LoadReport:
     header_counts: dict[str, dict[str, int]]  # captured header -> value -> responses
     connections_opened: int
 
+    @property
+    def unanswered_share(self) -> float:
+        """The share of requests that got no HTTP response at all (connect errors, timeouts...)."""
+        return self.errors / self.total if self.total else 0.0
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["status_counts"] = {str(k): v for k, v in sorted(self.status_counts.items())}
@@ -99,21 +105,27 @@ class LoadReport:
         planned = "until stopped" if math.isinf(self.planned_duration_s) else f"{self.planned_duration_s:g} s"
         statuses = "  ".join(f"{k}={v}" for k, v in sorted(self.status_counts.items()) if k)
         errors = "  ".join(f"{k}={v}" for k, v in sorted(self.error_counts.items()))
+        lag = _ms(self.max_start_lag_s) if self.max_start_lag_s or self.latency.count else "-"
         lines = [
             f"{self.method} {self.url}  target {self.target_rps:g} rps, {planned}",
             f"requests   {self.total} in {self.duration_s:.2f} s = {self.achieved_rps:.1f} rps; "
             f"ok {self.ok}, failed {self.failed}",
-            f"starts     late {self.late_starts}, max lag {_ms(self.max_start_lag_s)}; "
+            f"starts     late {self.late_starts}, max lag {lag}; "
             f"connections {self.connections_opened}",
             f"status     {statuses or '-'}" + (f"  errors: {errors}" if errors else ""),
             f"{'latency':<12}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'max':>9}",
         ]
         for label, lat in (("scheduled", self.latency), ("sent", self.service_latency)):
             cells = (lat.p50_s, lat.p90_s, lat.p99_s, lat.p999_s, lat.max_s)
-            lines.append(f"  {label:<10}" + "".join(f"{_ms(v):>9}" for v in cells))
+            # No response, no latency: a dash, never a 0.0ms that reads as fast.
+            lines.append(f"  {label:<10}" + "".join(f"{_ms(v) if lat.count else '-':>9}" for v in cells))
         for name, counts in self.header_counts.items():
             values = "  ".join(f"{v}={n}" for v, n in sorted(counts.items()))
             lines.append(f"{name}  {values or '-'}")
+        if self.total and self.errors == self.total:
+            lines.append(f"no request got a response ({errors}): is anything listening at {self.url}?")
+        elif self.total == 0:
+            lines.append("no request was sent")
         return "\n".join(lines)
 
 
@@ -130,8 +142,9 @@ class Recorder:
         self._status: Counter[int] = Counter()
         self._errors: Counter[str] = Counter()
         self._headers: dict[str, Counter[str]] = {name: Counter() for name in self._capture}
-        self._latency: list[float] = []
-        self._service: list[float] = []
+        # float64 arrays, 8 bytes a sample, where a list of floats costs ~32.
+        self._latency = array("d")
+        self._service = array("d")
         self._late = 0
         self._max_lag = 0.0
         self.last_done = 0.0

@@ -13,7 +13,9 @@ from shiploop.spec.issues import spec_issue
 class SpecModel(BaseModel):
     # strict: YAML already gives real ints and bools; lax mode would quietly turn
     # `replicas: true` into 1 or `name: 123` into "123".
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # use_attribute_docstrings: the string under a field is its description, from which
+    # docs/config-reference.md is generated (shiploop/spec/reference.py).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

@@ -34,5 +34,17 @@ class SpecError(ShiploopError):
         self.file = file
         self.lineno = line
         self.field = field
+        # The file's other problems, so one run shows them all (still one line).
+        self.others: list[SpecError] = []
         where = f"{file}:{line}" if line is not None else file
         super().__init__(f"{field}: {message}" if field else message, where=where, hint=hint)
+
+    def line(self) -> str:
+        text = super().line()
+        others = getattr(self, "others", [])
+        if others:
+            text += f"; and {len(others)} more: " + "; ".join(o.line() for o in others)
+        return text
+
+    def __str__(self) -> str:
+        return self.line()

@@ -139,16 +139,29 @@ def _validate(model: type[M], doc: Document, shown: str, context: dict[str, obje
 
 
 def _first_problem(exc: ValidationError, model: type[BaseModel], doc: Document, shown: str) -> SpecError:
+    """Every problem of the file, in one error: the first (by kind, then line) leads, the others follow."""
     explained = [explain(error, model) for error in exc.errors()]
+    # A misspelt key also shows up as a missing field beside it; the typo is the real story.
+    typo_parents = {loc[:-1] for loc, message, _ in explained if message.startswith("unknown field")}
+    explained = [
+        item for item in explained if not (item[1].endswith("is missing") and item[0][:-1] in typo_parents)
+    ]
 
     def rank(item: tuple[tuple[str | int, ...], str, str | None]) -> tuple[int, int]:
         loc, message, _ = item
-        # A misspelt key also shows up as a missing field; the typo is the real story.
         order = 0 if message.startswith("unknown field") else 2 if message.endswith("is missing") else 1
         return order, doc.line_of(loc) or 0
 
-    loc, message, hint = min(explained, key=rank)
-    return SpecError(message, file=shown, line=doc.line_of(loc), field=field_path(loc), hint=hint)
+    problems = []
+    seen: set[tuple[object, ...]] = set()
+    for loc, message, hint in sorted(explained, key=rank):
+        if (loc, message) in seen:
+            continue
+        seen.add((loc, message))
+        problems.append(SpecError(message, file=shown, line=doc.line_of(loc), field=field_path(loc), hint=hint))
+    first, *others = problems
+    first.others = sorted(others, key=lambda e: e.lineno or 0)
+    return first
 
 
 def _check_unique_names(loaded: list[_Loaded]) -> None:

@@ -124,8 +124,12 @@ Count = Annotated[int, Field(ge=1, le=2**32 - 1)]
 
 class RetryPolicy(SpecModel):
     attempts: Annotated[int, Field(ge=0, le=10)] = 1
+    """Retries after the first try (Envoy's num_retries); 0 turns retries off."""
     on: list[RetryOn] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
+    """When to retry: Envoy's retry_on conditions (5xx, gateway-error, reset, connect-failure, retriable-4xx,
+    refused-stream, retriable-status-codes, retriable-headers, envoy-ratelimited, http3-post-connect-failure)."""
     per_try_timeout: EnvoyDuration | None = None
+    """Time limit of each try (a duration); unset: each try may use the whole route timeout."""
 
     @model_validator(mode="after")
     def _on_needed(self) -> RetryPolicy:
@@ -138,14 +142,23 @@ class RetryPolicy(SpecModel):
 
 class RouteSpec(SpecModel):
     prefix: UrlPath | None = None
+    """Match paths starting with this, e.g. /api/. Exactly one of prefix, path, regex."""
     path: UrlPath | None = None
+    """Match this one exact path."""
     regex: str | None = None
+    """Match paths by a regular expression (the whole path), e.g. ^/items/[0-9]+$."""
     rewrite: UrlPath | None = None
+    """Replace the matched prefix with this before forwarding (prefix routes only), e.g. /."""
     host: str | None = None
+    """Match only this Host (an exact domain or *.wildcard, optional :port)."""
     methods: list[HttpMethod] | None = None
+    """Match only these HTTP methods, e.g. [GET, HEAD]; unset: any method."""
     headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
+    """Match only requests carrying every one of these headers with exactly these values."""
     timeout: EnvoyDuration = 15.0
+    """Time limit of a request, retries included (a duration); defaults.timeout of shiploop.yaml when unset."""
     retries: RetryPolicy = Field(default_factory=RetryPolicy)
+    """How Envoy retries a failed request."""
 
     @field_validator("regex")
     @classmethod
@@ -255,40 +268,59 @@ def _env_name(name: str) -> str:
 
 class RunSpec(SpecModel):
     command: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_command_list), Field(min_length=1)]
+    """The command that starts one replica, as a list; it must listen on $PORT.
+    `python` means the interpreter shiploop runs on."""
     env: dict[Annotated[str, BeforeValidator(scalar_to_str), AfterValidator(_env_name)], Text] = Field(
         default_factory=dict
     )
+    """Extra environment of every replica (shiploop sets PORT, SHIPLOOP_SERVICE, SHIPLOOP_VERSION)."""
 
 
 class HealthCheck(SpecModel):
     path: UrlPath = "/healthz"
+    """The path a replica answers 2xx on when it is ready."""
     timeout: PositiveDuration = 2.0
+    """How long one health check may take."""
     interval: PositiveDuration = 1.0
+    """Time between health checks of a running replica."""
 
 
 class CircuitBreaker(SpecModel):
     max_connections: Count = 1024
+    """Most connections Envoy opens to one version."""
     max_pending_requests: Count = 1024
+    """Most requests waiting for a connection to one version; more are answered 503."""
     max_requests: Count = 1024
+    """Most requests in flight to one version."""
     max_retries: Annotated[int, Field(ge=0, le=2**32 - 1)] = 3
+    """Most retries in flight to one version."""
 
 
 class OutlierDetection(SpecModel):
     enabled: bool = True
+    """Take a replica out of the pool when it keeps failing."""
     consecutive_5xx: Count = 5
+    """Consecutive 5xx answers that eject a replica."""
     interval: EnvoyDuration = 5.0
+    """How often ejections are evaluated."""
     base_ejection_time: EnvoyDuration = 30.0
+    """How long a replica stays ejected (longer each time it is ejected again)."""
     max_ejection_percent: Annotated[int, Field(ge=0, le=100)] = 50
+    """Most replicas of a version ejected at once, in percent."""
 
 
 class ProjectDefaults(SpecModel):
     replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
+    """Replicas of a service whose service.yaml does not say."""
     timeout: EnvoyDuration = 15.0
+    """Route timeout where a route does not say."""
 
 
 class GatewaySpec(SpecModel):
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    """The port Envoy serves every service on, on 127.0.0.1 (`shiploop up --port N` overrides it)."""
     admin_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """The port of Envoy's admin interface; 0 picks a free one."""
 
     @model_validator(mode="after")
     def _distinct(self) -> GatewaySpec:
@@ -307,13 +339,21 @@ def default_route(name: str) -> dict[str, Any]:
 
 class ServiceSpec(SpecModel):
     name: Annotated[str, AfterValidator(check_service_name)]
+    """The service's name: lowercase letters, digits and '-', starting with a letter, at most 50 characters."""
     run: RunSpec
+    """How to start one replica."""
     health: HealthCheck = Field(default_factory=HealthCheck)
+    """How shiploop tells a replica is ready."""
     replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
+    """Processes per version; defaults.replicas of shiploop.yaml when unset."""
     routes: list[RouteSpec] = Field(default_factory=list)
+    """Which requests reach this service; unset: prefix /NAME/ rewritten to /."""
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    """Envoy's limits on traffic to each version."""
     outlier_detection: OutlierDetection = Field(default_factory=OutlierDetection)
+    """Envoy ejecting failing replicas."""
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    """How `shiploop rollout` ships and judges a new version (the candidate's own file decides)."""
     # Set by the loader, never read from service.yaml.
     directory: Annotated[Path, Field(strict=False)] = Path(".")
 
@@ -364,8 +404,11 @@ class ServiceSpec(SpecModel):
 
 class ProjectSpec(SpecModel):
     name: Annotated[str, AfterValidator(check_project_name)]
+    """The project's name: lowercase letters, digits and '-'."""
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    """Where Envoy listens."""
     defaults: ProjectDefaults = Field(default_factory=ProjectDefaults)
+    """Defaults for every service."""
     # Set by the loader, never read from shiploop.yaml.
     root: Annotated[Path, Field(strict=False)] = Path(".")
     services: dict[str, ServiceSpec] = Field(default_factory=dict)

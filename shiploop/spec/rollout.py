@@ -53,7 +53,9 @@ Metric = Annotated[str, AfterValidator(_check_metric)]
 
 class _MetricModel(SpecModel):
     metric: Metric
+    """error_rate, latency, or app:NUMERATOR/DENOMINATOR (counters scraped from the replicas' /metrics)."""
     quantile: float | None = None
+    """For latency only: the baseline quantile that defines a slow request, e.g. 0.95."""
 
     @property
     def kind(self) -> str:
@@ -80,9 +82,11 @@ class Guardrail(_MetricModel):
     """
 
     tolerance: Annotated[float, Field(ge=0)]
+    """How much worse the candidate may be: an absolute difference of rates (0.002 = 0.2 points)."""
     # Latency only: count the candidate's requests slow above (1 + relative) times
     # the baseline's quantile, i.e. "its p95 may be up to 10% higher" with 0.1.
     relative: Annotated[float, Field(ge=0)] | None = None
+    """For latency only: a request is slow above (1 + relative) times the baseline's quantile; unset: above it."""
 
     @model_validator(mode="after")
     def _quantile(self) -> Guardrail:
@@ -96,6 +100,7 @@ class Limit(_MetricModel):
     """An absolute ceiling for the candidate alone: a rate, or seconds for latency."""
 
     max: float
+    """The ceiling: a rate from 0 to 1, or a duration for latency (e.g. 2s)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -130,22 +135,29 @@ Url = Annotated[str, AfterValidator(_check_url)]
 
 class Webhook(SpecModel):
     when: Literal["pre-rollout", "step", "post-rollout"]
+    """pre-rollout, step or post-rollout: when the rollout calls it and waits for a 2xx."""
     url: Url
+    """The http(s) URL to POST the rollout's state to."""
     timeout: PositiveDuration = 5.0
+    """How long to wait for the answer."""
 
 
 class Alert(SpecModel):
     url: Url
+    """The http(s) URL to POST a message to."""
     on: list[Annotated[str, AfterValidator(lambda v: check_choice(v, ALERT_EVENTS, "alert event"))]] = Field(
         default_factory=lambda: list(ALERT_EVENTS), min_length=1
     )
+    """Which outcomes send it: rollback, promoted, held."""
 
 
 class AbMatch(SpecModel):
     """Requests carrying header == value go to the variant."""
 
     header: Annotated[str, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v), Field(min_length=1)]
+    """The request header that picks the users who see the variant."""
     value: Annotated[str, BeforeValidator(scalar_to_str)]
+    """Its value."""
 
 
 def _default_guardrails() -> list[Guardrail]:
@@ -159,23 +171,37 @@ def _default_guardrails() -> list[Guardrail]:
 
 class RolloutPolicy(SpecModel):
     strategy: Literal["canary", "mirror", "ab"] = "canary"
+    """canary: traffic steps; mirror: a dark launch on copies of the traffic; ab: the users `match` picks."""
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=lambda: [5, 25, 50, 100])
+    """Candidate weights in percent, increasing; a canary ends at 100."""
     # 60 s: measured (tests/unit/test_rollout_sim.py) at 100 rps with steps 5, 25, 50, 100, a
     # 0.1% -> 1% regression is caught before 100% exposure in about 9 runs of 10, and an
     # identical candidate is promoted in 240 s; with 20 s steps the same regression was
     # caught in fewer than 1 in 10 once the 100% step stopped counting as evidence.
     min_step: PositiveDuration = 60.0
+    """Least time at a step before it may advance."""
     max_step: PositiveDuration = 300.0
+    """Most time at a step; then on_inconclusive decides."""
     on_inconclusive: Literal["hold", "advance"] = "advance"
+    """At max_step without a verdict: advance, or hold for a person."""
     alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    """False-rollback budget of the whole rollout (the sequential test's error rate)."""
     min_samples: Annotated[int, Field(ge=1)] = 200
+    """Candidate requests a step needs before it may advance."""
     require_noninferiority: bool = False
+    """Advance only once every guardrail shows the candidate is not worse by more than its tolerance."""
     guardrails: list[Guardrail] = Field(default_factory=_default_guardrails)
+    """Comparisons with the baseline; a harmful candidate is rolled back at once."""
     limits: list[Limit] = Field(default_factory=lambda: [Limit(metric="error_rate", max=0.5)])
+    """Hard ceilings on the candidate alone, checked every second over 10 s windows."""
     on_no_data: Literal["hold", "fail", "pass"] = "hold"
+    """At max_step with no usable data: hold, fail (roll back) or pass (advance)."""
     match: AbMatch | None = None
+    """For strategy ab: which requests go to the variant."""
     webhooks: list[Webhook] = Field(default_factory=list)
+    """Gates the rollout waits on."""
     alerts: list[Alert] = Field(default_factory=list)
+    """Where to send a message when the rollout ends or holds."""
 
     @field_validator("steps")
     @classmethod

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shiploop.procs import free_port
+from shiploop.procs import free_port, process_start_time
 from shiploop.rollout.judge import guardrail_results
 from shiploop.rollout.readings import Reading, Stratum
 from shiploop.spec import load_project
@@ -148,13 +148,9 @@ def test_metrics_expose_the_counters(shop: Shop) -> None:
 
 
 def _alive(pid: int, start_time: int | None = None) -> bool:
-    """Running (not a zombie), and the same process if start_time is given."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3, start time field 22
-    return fields[0] != "Z" and (start_time is None or int(fields[19]) == start_time)
+    """Running (not a zombie), and the same process if start_time is given (shiploop.procs' identity)."""
+    now = process_start_time(pid)  # None when gone or a zombie
+    return now is not None and (start_time is None or now == start_time)
 
 
 def _processes_under(root: Path) -> list[int]:

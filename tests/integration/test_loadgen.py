@@ -13,16 +13,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shiploop.errors import ShiploopError
 from shiploop.loadgen import (
     HttpClient,
     LoadReport,
+    LoadSpec,
     Result,
     background_load,
     run_load,
     run_load_sync,
 )
-from shiploop.loadgen.client import ResponseParser
 
 
 class _Server(ThreadingHTTPServer):
@@ -137,7 +136,7 @@ def server() -> Iterator[_Server]:
 
 def test_rate_is_accurate_and_not_bursty(server: _Server) -> None:
     results: list[Result] = []
-    report = run_load_sync(server.base + "/", rps=200, duration_s=2, on_result=results.append)
+    report = run_load_sync(LoadSpec(server.base + "/", rps=200, duration_s=2, on_result=results.append))
 
     assert report.total == 400 and len(results) == 400
     assert report.status_counts == {200: 400} and report.failed == 0
@@ -160,7 +159,7 @@ def test_rate_is_accurate_and_not_bursty(server: _Server) -> None:
 
 
 def test_statuses_are_counted(server: _Server) -> None:
-    report = run_load_sync(server.base + "/flaky", rps=100, duration_s=0.5)
+    report = run_load_sync(LoadSpec(server.base + "/flaky", rps=100, duration_s=0.5))
     assert report.total == 50
     assert report.status_counts == {200: 40, 500: 10}
     assert (report.ok, report.failed, report.errors) == (40, 10, 0)
@@ -169,7 +168,9 @@ def test_statuses_are_counted(server: _Server) -> None:
 def test_timeout_is_status_zero_and_an_error(server: _Server) -> None:
     started = time.monotonic()
     results: list[Result] = []
-    report = run_load_sync(server.base + "/slow", rps=20, duration_s=0.25, timeout_s=0.2, on_result=results.append)
+    report = run_load_sync(
+        LoadSpec(server.base + "/slow", rps=20, duration_s=0.25, timeout_s=0.2, on_result=results.append)
+    )
     assert time.monotonic() - started < 2.0
     assert report.total == 5
     assert report.status_counts == {0: 5}
@@ -181,7 +182,7 @@ def test_timeout_is_status_zero_and_an_error(server: _Server) -> None:
 
 def test_queueing_shows_as_late_starts_and_latency_from_schedule(server: _Server) -> None:
     # One connection, 50 ms per response, a request every 20 ms: requests wait for the connection.
-    report = run_load_sync(server.base + "/busy", rps=50, duration_s=0.4, max_connections=1)
+    report = run_load_sync(LoadSpec(server.base + "/busy", rps=50, duration_s=0.4, max_connections=1))
     assert report.status_counts == {200: 20}
     assert report.connections_opened == 1
     assert report.late_starts >= 10
@@ -194,7 +195,7 @@ def test_connection_refused_is_a_connect_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
-        report = run_load_sync(f"http://127.0.0.1:{port}/", rps=50, duration_s=0.1, timeout_s=1)
+        report = run_load_sync(LoadSpec(f"http://127.0.0.1:{port}/", rps=50, duration_s=0.1, timeout_s=1))
     assert report.error_counts == {"connect": 5}
     assert report.status_counts == {0: 5}
     assert report.late_starts == 0
@@ -209,51 +210,23 @@ def test_chunked_response_is_parsed(server: _Server) -> None:
     assert asyncio.run(fetch()) == (200, b"hello world", "chunked")
 
     bodies: list[bytes | None] = []
-    report = run_load_sync(
+    report = run_load_sync(LoadSpec(
         server.base + "/chunked", rps=50, duration_s=0.2, keep_body=True,
         on_result=lambda r: bodies.append(r.body),
-    )  # fmt: skip
+    ))  # fmt: skip
     assert report.status_counts == {200: 10}
     assert bodies == [b"hello world"] * 10
 
 
-@pytest.mark.parametrize(
-    ("raw", "head_only", "body", "keep_alive"),
-    [
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", False, b"hello", True),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x\r\nhi\r\n0\r\nT: 1\r\n\r\n", False, b"hi", True),
-        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", False, b"", True),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello", False, b"hello", False),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", True, b"", True),
-        (b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", False, b"x", False),
-    ],
-)
-def test_parser_handles_any_split(raw: bytes, head_only: bool, body: bytes, keep_alive: bool) -> None:
-    for split in range(1, len(raw)):
-        parser = ResponseParser(head_only=head_only)
-        assert parser.feed(raw[:split]) is None
-        response = parser.feed(raw[split:])
-        assert response is not None, split
-        assert (response.body, response.keep_alive) == (body, keep_alive)
-
-
-def test_parser_reads_until_close() -> None:
-    parser = ResponseParser()
-    assert parser.feed(b"HTTP/1.1 200 OK\r\n\r\nsome") is None
-    assert parser.feed(b" body") is None
-    response = parser.feed_eof()
-    assert response is not None and response.body == b"some body" and not response.keep_alive
-
-
 def test_keep_alive_reuses_connections(server: _Server) -> None:
-    report = run_load_sync(server.base + "/", rps=200, duration_s=1)
+    report = run_load_sync(LoadSpec(server.base + "/", rps=200, duration_s=1))
     assert report.status_counts == {200: 200}
     assert report.connections_opened == server.connections
     assert server.connections <= 10  # a handful of concurrent requests at most, not one per request
 
 
 def test_connection_close_opens_new_connections(server: _Server) -> None:
-    report = run_load_sync(server.base + "/close", rps=50, duration_s=0.2)
+    report = run_load_sync(LoadSpec(server.base + "/close", rps=50, duration_s=0.2))
     assert report.status_counts == {200: 10}
     assert server.connections == report.connections_opened == 10
 
@@ -274,21 +247,21 @@ def test_post_sends_the_body(server: _Server) -> None:
 
     assert asyncio.run(echo()) == b"payload"
     bodies: list[bytes | None] = []
-    report = run_load_sync(
+    report = run_load_sync(LoadSpec(
         server.base + "/echo", rps=50, duration_s=0.1, method="POST", body=b"{}",
         headers={"Content-Type": "application/json"}, keep_body=True,
         on_result=lambda r: bodies.append(r.body),
-    )  # fmt: skip
+    ))  # fmt: skip
     assert report.method == "POST" and report.status_counts == {200: 5}
     assert bodies == [b"{}"] * 5
 
 
 def test_captured_header_values_are_counted(server: _Server) -> None:
     seen: list[dict[str, str]] = []
-    report = run_load_sync(
+    report = run_load_sync(LoadSpec(
         server.base + "/version", rps=100, duration_s=0.4, capture_headers=["X-Shiploop-Version"],
         on_result=lambda r: seen.append(r.headers),
-    )  # fmt: skip
+    ))  # fmt: skip
     assert report.total == 40
     assert report.header_counts == {"x-shiploop-version": {"v1": 30, "v2": 10}}
     assert Counter(h["x-shiploop-version"] for h in seen) == {"v1": 30, "v2": 10}
@@ -318,7 +291,7 @@ def test_run_load_stops_on_event(server: _Server) -> None:
             if len(results) == 10:
                 stop.set()
 
-        return await run_load(server.base + "/", rps=200, duration_s=60, on_result=on_result, stop=stop)
+        return await run_load(LoadSpec(server.base + "/", rps=200, duration_s=60, on_result=on_result), stop=stop)
 
     report = asyncio.run(asyncio.wait_for(run(), timeout=10))
     assert 10 <= report.total < 50
@@ -329,22 +302,24 @@ def test_a_failing_callback_ends_the_run(server: _Server) -> None:
         raise ValueError("boom")
 
     with pytest.raises(ValueError, match="boom"):
-        run_load_sync(server.base + "/", rps=100, duration_s=30, on_result=explode)
-
-
-def test_user_mistakes_are_shiploop_errors() -> None:
-    with pytest.raises(ShiploopError, match="rps"):
-        run_load_sync("http://127.0.0.1:1/", rps=0, duration_s=1)
-    with pytest.raises(ShiploopError, match="unsupported URL"):
-        run_load_sync("ftp://example.com/", rps=1, duration_s=1)
-    with pytest.raises(ShiploopError, match="bad header"):
-        run_load_sync("http://127.0.0.1:1/", rps=1, duration_s=1, headers={"X-Bad": "a\r\nb"})
+        run_load_sync(LoadSpec(server.base + "/", rps=100, duration_s=30, on_result=explode))
 
 
 def test_report_renders_and_serializes(server: _Server) -> None:
-    report = run_load_sync(server.base + "/flaky", rps=100, duration_s=0.1, capture_headers=["server"])
+    report = run_load_sync(LoadSpec(server.base + "/flaky", rps=100, duration_s=0.1, capture_headers=["server"]))
     data = json.loads(json.dumps(report.as_dict()))
     assert data["status_counts"] == {"200": 8, "500": 2}
     assert data["latency"]["p99_s"] > 0
     text = report.render()
     assert "p99.9" in text and "200=8" in text and "500=2" in text and "server" in text
+
+
+def test_a_run_where_nothing_answers_says_so_and_shows_no_latency() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: every connect is refused
+        report = run_load_sync(LoadSpec(f"http://127.0.0.1:{port}/", rps=50, duration_s=0.1, timeout_s=1))
+    assert report.errors == report.total == 5 and report.unanswered_share == 1.0
+    text = report.render()
+    assert "0.0ms" not in text
+    assert "no request got a response" in text and "connect=5" in text

@@ -1,0 +1,64 @@
+"""Running the CLI so that no traceback ever reaches a user.
+
+typer 0.29 bundles its own copy of click (typer._click): its usage errors are
+not `click.ClickException`, which is why `deploy hello --weight 101` used to
+print ~46 lines of traceback. Every usage error here prints the command's
+usage and one error line and exits 2; everything else ends as cli/guard.py says.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+try:  # typer >= 0.2x bundles its own click; its exceptions are not click's
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # an older typer uses click itself
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
+from shiploop.cli.guard import exit_with
+from shiploop.errors import Invalid
+
+KeyValue = tuple[str, str]
+
+
+def key_value(text: str, option: str, form: str) -> KeyValue:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise Invalid(f"{option} '{text}' is not {form}")
+    return key, value
+
+
+def run_app(app: typer.Typer, err: Console, argv: list[str] | None = None) -> NoReturn:
+    def invoke() -> int:
+        try:
+            code = app(args=argv, prog_name="shiploop", standalone_mode=False)
+            # Without standalone mode click returns typer.Exit codes instead of exiting.
+            return code if isinstance(code, int) else 0
+        except typer.Exit as e:
+            return e.exit_code
+        except typer.Abort:  # Ctrl-C inside a prompt
+            return 130
+        except click_exceptions.UsageError as e:
+            _usage_error(e, err)
+        except click_exceptions.ClickException as e:
+            err.print(f"error: {e.format_message()}", highlight=False, soft_wrap=True, markup=False)
+            return e.exit_code
+
+    exit_with(err, invoke)
+
+
+def _usage_error(e: click_exceptions.UsageError, err: Console) -> NoReturn:
+    if isinstance(e, click_exceptions.NoArgsIsHelpError) and e.ctx is not None:
+        print(e.ctx.get_help())
+        sys.exit(0)
+    if e.ctx is not None:
+        err.print(e.ctx.get_usage(), highlight=False, soft_wrap=True, markup=False)
+        hint = f"see: {e.ctx.command_path} --help"
+    else:
+        hint = "see: shiploop --help"
+    err.print(f"error: {e.format_message()} ({hint})", highlight=False, soft_wrap=True, markup=False)
+    sys.exit(2)
