@@ -85,7 +85,7 @@ def private_dir(path: Path) -> Path:
     st = path.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
         raise Invalid(
-            f"{path} is not a directory of yours (uid {os.getuid()}): shiploop keeps private state there",
+            f"{path} is not a directory of yours (uid {os.getuid()}): it must hold shiploop's private state",
             hint=f"remove it, or give it back to you: sudo chown -R {os.getuid()} {path}",
         )
     if stat.S_IMODE(st.st_mode) != 0o700:

@@ -72,7 +72,7 @@ class Project:
             db.close()
 
     def envoy_info(self) -> dict[str, Any] | None:
-        """The Envoy the store records: pid, start_time, admin_port."""
+        """The Envoy the store records: pid, start_time, admin_socket, log_path."""
         rows = self._query("SELECT value FROM kv WHERE key='envoy'")
         return dict(json.loads(rows[0][0])) if rows else None
 

@@ -132,7 +132,7 @@ def create_app(
             for v in svc["versions"]:
                 v["traffic"] = observer.summary(svc["name"], v["id"])
         admin = cp.gateway.admin
-        data.setdefault("envoy_admin", getattr(admin, "base", None) if admin is not None else None)
+        data.setdefault("envoy_admin", admin.address if admin is not None else None)
         data.setdefault("api", str(request.base_url).rstrip("/"))
         data.setdefault("state_dir", str(paths.state_dir))
         data.setdefault("logs_dir", str(paths.logs))

@@ -184,7 +184,7 @@ class Publisher:
         except httpx.HTTPError as e:
             raise EnvoyUnreachable(
                 f"envoy stopped answering while applying routing generation {gen} ({type(e).__name__})",
-                hint="shiploop restarts it within seconds; check with: shiploop status",
+                hint="the supervisor restarts envoy within seconds; check with: shiploop status",
             ) from None
 
     async def _rejections(self) -> int:

@@ -319,18 +319,6 @@ class ProjectDefaults(SpecModel):
 class GatewaySpec(SpecModel):
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     """The port Envoy serves every service on, on 127.0.0.1 (`shiploop up --port N` overrides it)."""
-    admin_port: Annotated[int, Field(ge=0, le=65535)] = 0
-    """The port of Envoy's admin interface; 0 picks a free one."""
-
-    @model_validator(mode="after")
-    def _distinct(self) -> GatewaySpec:
-        if self.admin_port == self.port:
-            raise spec_issue(
-                f"admin_port {self.admin_port} is the same as port",
-                hint="pick another port, or 0 to let shiploop choose",
-                field="admin_port",
-            )
-        return self
 
 
 def default_route(name: str) -> dict[str, Any]:

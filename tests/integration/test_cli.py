@@ -89,7 +89,7 @@ class Spawned:
 def api_request(p: Project, raw: bytes) -> tuple[int, dict[str, str]]:
     port = p.daemon_info()["api_port"]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(raw)
+        s.sendall(raw.replace(b"Host: x\r\n", f"Host: 127.0.0.1:{port}\r\n".encode()))  # past the Host check
         data = b""
         while chunk := s.recv(65536):
             data += chunk

@@ -105,10 +105,11 @@ def published(project: Project) -> dict[str, Any]:
         return {"serving": False}  # a publish swapped generations meanwhile
     envoy = project.envoy_info()
     assert envoy is not None
-    stats = httpx.get(
-        f"http://127.0.0.1:{envoy['admin_port']}/stats",
-        params={"format": "json", "filter": r"^http\.gateway\.rds\.gateway\.version_text$"},
-    ).json()["stats"]
+    admin = httpx.Client(transport=httpx.HTTPTransport(uds=envoy["admin_socket"]), base_url="http://envoy-admin")
+    with admin:
+        stats = admin.get(
+            "/stats", params={"format": "json", "filter": r"^http\.gateway\.rds\.gateway\.version_text$"}
+        ).json()["stats"]
     serving = stats[0]["value"] if stats else None
     try:
         rds = json.loads((current / "rds.json").read_text())["resources"][0]

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shiploop.loadgen import run_load_sync
+from shiploop.loadgen import LoadSpec, run_load_sync
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project
 
@@ -111,7 +111,7 @@ def test_envoy_admin_is_a_private_socket_and_our_reads_still_work(project: Proje
     assert stat.S_ISSOCK(socket_path.lstat().st_mode) and mode(socket_path) == 0o600
 
     # The daemon's own reads go through the socket: status shows live traffic.
-    run_load_sync(f"{project.url}/echo/x", rps=50, duration_s=2)
+    run_load_sync(LoadSpec(f"{project.url}/echo/x", rps=50, duration_s=2))
 
     def traffic() -> dict[str, object] | None:
         t = project.versions("echo")["stable"].get("traffic")

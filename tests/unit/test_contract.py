@@ -38,7 +38,7 @@ class FakeControlPlane:
         self.root = root
         self.project = SimpleNamespace(name="p")
         self.gateway_url = "http://127.0.0.1:8080"
-        self.gateway = SimpleNamespace(admin=SimpleNamespace(base="http://127.0.0.1:9901"))
+        self.gateway = SimpleNamespace(admin=SimpleNamespace(address="unix:/tmp/envoy-admin.sock"))
         self.store = FakeStore()
 
     def service(self, name: str) -> None:

@@ -448,7 +448,7 @@ def test_full_example_loads_with_values_and_defaults(tmp_path: Path) -> None:
     project = load_project(tmp_path)
     assert project.name == "shop"
     assert project.root == tmp_path.resolve()
-    assert (project.gateway.port, project.gateway.admin_port) == (9090, 0)
+    assert project.gateway.port == 9090
     assert list(project.services) == ["api", "hello"]
 
     api = project.services["api"]
