@@ -121,7 +121,7 @@ def test_reads_answer_the_contract(api: TestClient):
     status = contract.Status.model_validate(api.get("/v1/status").json())
     assert status.services[0].versions[0].id == "3f9c2a1b7d04"
     assert status.api and status.api.startswith("http://")
-    assert status.envoy_admin == "http://127.0.0.1:9901"
+    assert status.envoy_admin == "unix:/tmp/envoy-admin.sock"
     assert status.logs_dir and status.logs_dir.endswith("logs")
     events = [contract.Event.model_validate(e) for e in api.get("/v1/events", params={"after": 1}).json()]
     assert [e.id for e in events] == [2, 3]
