@@ -27,6 +27,8 @@ from shiploop.paths import PRIVATE_UMASK, ProjectPaths, lock_project, running_da
 from shiploop.procs import free_port, process_start_time
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import Observer
+from shiploop.telemetry.endpoint import mount_metrics
+from shiploop.telemetry.gather import StateReader
 
 
 def read_token(state_dir: Path) -> str:
@@ -68,9 +70,11 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
     observer = Observer(cp)
     cp.tick_hooks.extend([observer.tick, rollouts.tick])
     api_port = free_port()
+    app = create_app(cp, rollouts, observer, token, shutdown)
+    mount_metrics(app, StateReader(cp))
     server = uvicorn.Server(
         uvicorn.Config(
-            HostCheck(create_app(cp, rollouts, observer, token, shutdown), api_port),
+            HostCheck(app, api_port),
             host="127.0.0.1",
             port=api_port,
             log_level="warning",

@@ -64,10 +64,12 @@ class EnvoyProcess:
         return cls(d["pid"], d["start_time"], Path(d.get("admin_socket", "")), Path(d["log_path"]))
 
 
-def start_envoy(xds_dir: Path, admin_socket: Path, log_path: Path, node_id: str) -> EnvoyProcess:
+def start_envoy(
+    xds_dir: Path, admin_socket: Path, log_path: Path, node_id: str, stats_port: int | None = None
+) -> EnvoyProcess:
     """Start Envoy on the bootstrap for `xds_dir`; the `current` generation must already exist."""
     boot = xds_dir / "bootstrap.json"
-    boot.write_text(json.dumps(render.bootstrap(xds_dir, admin_socket, node_id), indent=1))
+    boot.write_text(json.dumps(render.bootstrap(xds_dir, admin_socket, node_id, stats_port), indent=1))
     # A socket file left by an Envoy that was killed would make the bind fail.
     admin_socket.unlink(missing_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)

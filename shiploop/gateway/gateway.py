@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shiploop.errors import ShiploopError, Unavailable
@@ -30,23 +30,47 @@ class EnvoyRestart:
     at: float  # wall clock when it serves again
 
 
+# Upper bounds (s) of the publish-time histogram: a publish takes 10-20 ms (bench.reconfigure),
+# a large first apply over a second (bench.scale), a wait for a restarted Envoy up to 10 s.
+PUBLISH_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Durations:
+    """A cumulative histogram of durations, as Prometheus exposes one (counts per upper bound)."""
+
+    bounds: tuple[float, ...] = PUBLISH_BUCKETS_S
+    counts: list[int] = field(default_factory=lambda: [0] * len(PUBLISH_BUCKETS_S))
+    count: int = 0
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        for i, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self.counts[i] += 1
+
+
 class Gateway:
-    def __init__(self, state_dir: Path, node_id: str = "shiploop") -> None:
+    def __init__(self, state_dir: Path, node_id: str = "shiploop", stats_port: int | None = None) -> None:
         self.xds_dir = state_dir / "xds"
         self.log_path = state_dir / "logs" / "envoy.log"
         self.admin_socket = admin_socket_path(state_dir)
         self.node_id = node_id
+        self.stats_port = stats_port  # Envoy's /metrics for Prometheus (gateway.stats_listener); None: none
         self.publisher = Publisher(self.xds_dir, self.log_path)
         self.process: EnvoyProcess | None = None
         self.admin: EnvoyAdmin | None = None
         self.restarts = 0
+        self.publish_seconds = Durations()  # every publish Envoy accepted: call to Envoy serving it
         self.last_restart: EnvoyRestart | None = None
         self._restart_lock = asyncio.Lock()
 
     async def start(self, initial: RoutingState, ready_timeout_s: float = 20.0) -> None:
         """Write the first generation, start Envoy on it and wait until it serves."""
         await self.publisher.publish(initial)
-        self.process = start_envoy(self.xds_dir, self.admin_socket, self.log_path, self.node_id)
+        self.process = start_envoy(self.xds_dir, self.admin_socket, self.log_path, self.node_id, self.stats_port)
         await self._attach(ready_timeout_s)
         # Confirm Envoy took the exact generation we wrote.
         await self.publisher.publish(initial)
@@ -86,7 +110,7 @@ class Gateway:
                 self.admin = None
             # A publish Envoy never confirmed may be `current` on disk: start from the accepted state.
             generation = await self.publisher.rewrite_live()
-            self.process = start_envoy(self.xds_dir, self.admin_socket, self.log_path, self.node_id)
+            self.process = start_envoy(self.xds_dir, self.admin_socket, self.log_path, self.node_id, self.stats_port)
             await self._attach(ready_timeout_s)
             await self.publisher.confirm_current()
             self.restarts += 1
@@ -109,6 +133,12 @@ class Gateway:
     async def publish(self, state: RoutingState) -> PublishResult:
         """Publish and wait for Envoy to serve it. If Envoy is down (killed, restarting),
         wait for the supervisor to restart it, then publish to the new Envoy."""
+        started = time.monotonic()
+        result = await self._publish(state)
+        self.publish_seconds.observe(time.monotonic() - started)
+        return result
+
+    async def _publish(self, state: RoutingState) -> PublishResult:
         await self._wait_serving()
         try:
             return await self.publisher.publish(state)
