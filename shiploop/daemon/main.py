@@ -29,6 +29,7 @@ from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import Observer
 from shiploop.telemetry.endpoint import mount_metrics
 from shiploop.telemetry.gather import StateReader
+from shiploop.telemetry.publish_targets import TargetPublisher
 
 
 def read_token(state_dir: Path) -> str:
@@ -87,6 +88,9 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
         if server_task.done():
             raise ShiploopError(f"the API could not listen on 127.0.0.1:{api_port}")
         await asyncio.sleep(0.02)
+    targets = TargetPublisher(cp, api_port)  # file_sd files for Prometheus, kept in step each tick
+    targets.update()
+    cp.tick_hooks.append(targets.tick)
     info_path = cp.state_dir / "daemon.json"
     start_time = process_start_time(os.getpid())
     info_path.write_text(json.dumps({"pid": os.getpid(), "start_time": start_time, "api_port": api_port}))
@@ -101,6 +105,7 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
     await readings.aclose()
     await observer.close()
     await cp.shutdown()
+    targets.files.clear()
     server.should_exit = True
     await server_task
     info_path.unlink(missing_ok=True)

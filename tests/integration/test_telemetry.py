@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -95,3 +94,36 @@ def test_daemon_and_envoy_metrics_during_a_canary(project: Project):
 
     # The same Host check as the rest of the API.
     assert httpx.get(f"{api}/metrics", headers={"Host": "evil.example:80"}).status_code == 421
+
+    # file_sd: every ready replica, labelled; Envoy's stats per track through the stats listener.
+    files = project.root / ".shiploop" / "prometheus"
+    replicas = json.loads((files / "replicas.json").read_text())
+    labels = sorted((g["labels"]["version"], g["labels"]["track"], g["labels"]["replica"]) for g in replicas)
+    assert labels == sorted([(stable, "stable", "0"), (stable, "stable", "1"), (canary, "canary", "0"),
+                             (canary, "canary", "1")])
+    for g in replicas:
+        assert g["labels"]["service"] == "echo"
+        assert httpx.get(f"http://{g['targets'][0]}/metrics").status_code == 200
+    assert json.loads((files / "daemon.json").read_text())[0]["targets"] == [api.removeprefix("http://")]
+    envoy = json.loads((files / "envoy.json").read_text())
+    per_track: dict[str, Samples] = {}
+    for g in envoy:
+        params = {k.removeprefix("__param_"): v for k, v in g["labels"].items() if k.startswith("__param_")}
+        per_track[g["labels"].get("track", "")] = scrape_with(f"http://{g['targets'][0]}/metrics", params)
+    assert set(per_track) == {"", "stable", "canary"}
+    for track, version in (("stable", stable), ("canary", canary)):
+        s = per_track[track]
+        # (prometheus_client's parser names a counter's sample NAME_total; Prometheus keeps Envoy's name.)
+        assert value(s, "envoy_cluster_upstream_rq_completed_total", service="echo", version=version) > 0
+        assert {dict(ls).get("version") for n, ls in s if n.startswith("envoy_cluster_")} == {version}
+    assert not any("envoy_cluster_name" in dict(ls) for _, ls in per_track[""])  # cluster_manager.* stays
+    assert any(n.startswith("envoy_http_downstream_rq") for n, _ in per_track[""])
+    stats = envoy[0]["targets"][0]
+    # Only GET /metrics reaches the admin socket: nothing else of the admin API is exposed.
+    for path in ("/ready", "/quitquitquit", "/stats", "/config_dump", "/metrics/x"):
+        assert httpx.get(f"http://{stats}{path}").status_code == 404, path
+    assert httpx.post(f"http://{stats}/quitquitquit").status_code == 404
+
+
+def scrape_with(url: str, params: dict[str, str]) -> Samples:
+    return scrape(str(httpx.URL(url, params=params)))
