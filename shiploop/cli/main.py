@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shiploop.cli.client import DaemonClient, find_root, segment
+from shiploop.cli.prometheus_cmd import prometheus_config_command
 from shiploop.cli.status_view import emit_json, id_column, render_status, show_status, status_view
 from shiploop.cli.usage import key_value, run_app
 from shiploop.contract import (
@@ -622,6 +623,9 @@ def load(
 
     run_load_command(url, rps, duration, dict(key_value(h, "--header", "NAME=VALUE") for h in header or []),
                      max_unanswered, as_json)  # fmt: skip
+
+
+app.command("prometheus-config")(prometheus_config_command)
 
 
 def main() -> None:

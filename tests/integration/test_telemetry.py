@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,6 +125,25 @@ def test_daemon_and_envoy_metrics_during_a_canary(project: Project):
     for path in ("/ready", "/quitquitquit", "/stats", "/config_dump", "/metrics/x"):
         assert httpx.get(f"http://{stats}{path}").status_code == 404, path
     assert httpx.post(f"http://{stats}/quitquitquit").status_code == 404
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus; .ci/run does it)")
+    return found
+
+
+def test_prometheus_config_is_valid_for_promtool_with_the_daemons_targets(project: Project):
+    tool = promtool()
+    project.cli("up", "--detach", "--port", str(project.port))
+    out = project.root / "prometheus.yml"
+    project.cli("prometheus-config", "--out", str(out))
+    # promtool reads the file_sd files too: they exist (the daemon wrote them) and hold valid target groups.
+    check = subprocess.run([tool, "check", "config", str(out)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "WARNING" not in check.stdout + check.stderr, check.stdout + check.stderr
+    assert project.cli("prometheus-config").stdout == out.read_text()
 
 
 def scrape_with(url: str, params: dict[str, str]) -> Samples:
