@@ -119,6 +119,7 @@ def up(
             "--port", "-p", min=0, max=65535, help="gateway port (overrides shiploop.yaml); 0 picks a free one"
         ),
     ] = None,
+    prometheus: Annotated[bool, typer.Option("--prometheus", help="also run a Prometheus scraping it")] = False,
 ) -> None:
     """Start the control plane, every service's current code as stable, and Envoy."""
     root = find_root(Path.cwd())
@@ -128,6 +129,7 @@ def up(
     if port == 0:
         port = free_port()
     args = [sys.executable, "-m", "shiploop.daemon", str(root)] + (["--port", str(port)] if port else [])
+    args += ["--prometheus"] if prometheus else []
     if not detach:
         os.execv(sys.executable, args)  # the daemon in the foreground; Ctrl-C stops everything
     import subprocess
