@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shiploop.loadgen import background_load
 from tests.conftest import wait_until
-from tests.daemon_helpers import Project
+from tests.daemon_helpers import SHIPLOOP, Project
 
 # Stays at its first step (10%) for the whole test: min_step is far away.
 CANARY_POLICY = """rollout:
@@ -148,3 +149,27 @@ def test_prometheus_config_is_valid_for_promtool_with_the_daemons_targets(projec
 
 def scrape_with(url: str, params: dict[str, str]) -> Samples:
     return scrape(str(httpx.URL(url, params=params)))
+
+
+@pytest.mark.parametrize(
+    ("env", "hint"),
+    [
+        ({"PATH": "/nonexistent"}, "sudo apt-get install prometheus"),
+        ({"SHIPLOOP_PROMETHEUS": "/nonexistent/prometheus"}, "unset SHIPLOOP_PROMETHEUS"),
+    ],
+)
+def test_up_prometheus_without_prometheus_is_one_clear_line_and_starts_nothing(
+    project: Project, env: dict[str, str], hint: str
+):
+    proc = subprocess.run(
+        [*SHIPLOOP, "up", "--detach", "--prometheus", "--port", str(project.port)],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "300", **env},
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and hint in lines[0], lines
+    assert project.recorded_processes() == []
