@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from shiploop.gateway.envoy import EnvoyProcess, start_envoy
 from shiploop.gateway.model import PublishResult, RoutingState
 from shiploop.gateway.publisher import EnvoyUnreachable, Publisher
 from shiploop.paths import admin_socket_path
+from shiploop.procs import free_port
 
 # How long a publish waits for a dead Envoy to be restarted before it reports
 # the gateway unavailable. A restart takes about half a second (measured).
@@ -52,6 +54,15 @@ class Durations:
                 self.counts[i] += 1
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class Gateway:
     def __init__(self, state_dir: Path, node_id: str = "shiploop", stats_port: int | None = None) -> None:
         self.xds_dir = state_dir / "xds"
@@ -70,10 +81,17 @@ class Gateway:
     async def start(self, initial: RoutingState, ready_timeout_s: float = 20.0) -> None:
         """Write the first generation, start Envoy on it and wait until it serves."""
         await self.publisher.publish(initial)
-        self.process = start_envoy(self.xds_dir, self.admin_socket, self.log_path, self.node_id, self.stats_port)
+        self.process = self._launch()
         await self._attach(ready_timeout_s)
         # Confirm Envoy took the exact generation we wrote.
         await self.publisher.publish(initial)
+
+    def _launch(self) -> EnvoyProcess:
+        if self.stats_port is not None and not _port_free(self.stats_port):
+            # Taken since Envoy last had it: a metrics port must never keep the gateway from
+            # starting. Prometheus finds the new one in the file_sd targets (telemetry.targets).
+            self.stats_port = free_port()
+        return start_envoy(self.xds_dir, self.admin_socket, self.log_path, self.node_id, self.stats_port)
 
     async def adopt(self, process: EnvoyProcess, state: RoutingState) -> bool:
         """Take over an Envoy a previous daemon started; False if it is gone."""
@@ -85,6 +103,7 @@ class Gateway:
             await asyncio.to_thread(process.stop)
             return False
         self.process = process
+        self.stats_port = process.stats_port  # None: started by a shiploop without the stats listener
         await self._attach(5.0)
         # The routes Envoy serves came from the last generation on disk; publish the
         # same state again, which Envoy applies as a no-op change.
@@ -110,7 +129,7 @@ class Gateway:
                 self.admin = None
             # A publish Envoy never confirmed may be `current` on disk: start from the accepted state.
             generation = await self.publisher.rewrite_live()
-            self.process = start_envoy(self.xds_dir, self.admin_socket, self.log_path, self.node_id, self.stats_port)
+            self.process = self._launch()
             await self._attach(ready_timeout_s)
             await self.publisher.confirm_current()
             self.restarts += 1

@@ -42,11 +42,8 @@ class ControlPlane:
         adopted_port = store.get("gateway_port") if store.get("envoy") else None
         port = gateway_port or (int(adopted_port) if adopted_port else project.gateway.port)
         runtime = LocalRuntime(paths.state_dir, store, lambda *a: self.ctx.event(*a))
-        # Envoy's stats listener for Prometheus keeps its port across daemons, like the gateway's.
-        # (A fresh start takes a free one: the old one may be taken by now; Prometheus finds it in file_sd.)
-        stats_port = int((store.get("stats_port") if store.get("envoy") else None) or 0) or free_port()
-        store.put("stats_port", str(stats_port))
-        gateway = Gateway(paths.state_dir, node_id=f"shiploop-{project.name}", stats_port=stats_port)
+        # Envoy's stats listener for Prometheus: a free port (an adopted Envoy keeps its own, from its record).
+        gateway = Gateway(paths.state_dir, node_id=f"shiploop-{project.name}", stats_port=free_port())
         self.ctx = PlaneContext(paths, project, store, runtime, gateway, port, clock)
         self.lifecycle = Lifecycle(self.ctx)
         self.mutations = Mutations(self.ctx)

@@ -105,7 +105,7 @@ def test_envoy_admin_is_a_private_socket_and_our_reads_still_work(project: Proje
     assert recorded is not None
     # The gateway port and the stats listener are all Envoy offers on TCP: no admin port for other
     # users to stop it with; the stats listener serves GET /metrics and nothing else of the admin API.
-    stats_port = int(project._query("SELECT value FROM kv WHERE key='stats_port'")[0][0])
+    stats_port = recorded["stats_port"]
     assert listening_tcp_ports(recorded["pid"]) == {project.port, stats_port}
     for method, path in (("POST", "/quitquitquit"), ("GET", "/config_dump"), ("GET", "/stats")):
         assert httpx.request(method, f"http://127.0.0.1:{stats_port}{path}").status_code == 404, path

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from shiploop.gateway.gateway import Gateway
+from shiploop.gateway.model import Cluster, Endpoint, Match, Route, RoutingState, WeightedTarget
 from shiploop.loadgen import background_load
+from shiploop.procs import free_port
 from tests.conftest import wait_until
 from tests.daemon_helpers import SHIPLOOP, Project
 
@@ -173,3 +179,44 @@ def test_up_prometheus_without_prometheus_is_one_clear_line_and_starts_nothing(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and hint in lines[0], lines
     assert project.recorded_processes() == []
+
+
+def test_envoy_restarts_on_a_new_stats_port_when_its_own_was_taken(tmp_path: Path, spawn_app):
+    """A metrics port must never keep the gateway down: Envoy dies, something takes its stats
+    port, and the restarted Envoy serves traffic and its stats on another port."""
+    app = spawn_app("abc123", service="web")
+    gateway_port, stats_port = free_port(), free_port()
+    gw = Gateway(tmp_path / "state", stats_port=stats_port)
+    cluster = Cluster("web_abc123", (Endpoint("127.0.0.1", app.port),))
+    route = Route("web", Match(prefix="/"), (WeightedTarget("web_abc123", 100, "web@abc123"),))
+    state = RoutingState(clusters=(cluster,), routes=(route,), listen_port=gateway_port)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(gw.start(state))
+        assert gw.process is not None and gw.process.stats_port == stats_port
+        httpx.get(f"http://127.0.0.1:{gateway_port}/x")
+        m = scrape(f"http://127.0.0.1:{stats_port}/metrics")
+        assert value(m, "envoy_cluster_upstream_rq_completed_total", service="web", version="abc123") == 1
+        os.kill(gw.process.pid, signal.SIGKILL)
+        wait_until(lambda: not gw.alive(), 5, what="envoy to die")
+        with socket.socket() as taken:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the dead Envoy's connections linger
+
+            def took_it() -> bool:
+                try:
+                    taken.bind(("127.0.0.1", stats_port))  # the kernel frees a killed process's sockets shortly after
+                except OSError:
+                    return False
+                return True
+
+            wait_until(took_it, 5, interval=0.05, what="the stats port to be free to take")
+            taken.listen()
+            restart = loop.run_until_complete(gw.restart())
+        assert restart is not None and gw.alive()
+        assert gw.stats_port != stats_port and gw.process.stats_port == gw.stats_port
+        assert httpx.get(f"http://127.0.0.1:{gateway_port}/x").status_code == 200
+        m = scrape(f"http://127.0.0.1:{gw.stats_port}/metrics")
+        assert value(m, "envoy_cluster_upstream_rq_completed_total", service="web", version="abc123") == 1
+    finally:
+        loop.run_until_complete(gw.stop())
+        loop.close()
