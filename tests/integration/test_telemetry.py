@@ -133,6 +133,19 @@ def test_daemon_and_envoy_metrics_during_a_canary(project: Project):
         assert httpx.get(f"http://{stats}{path}").status_code == 404, path
     assert httpx.post(f"http://{stats}/quitquitquit").status_code == 404
 
+    # Ended by hand: the canary's replicas leave the targets, and the outcome is counted.
+    project.cli("rollout", "abort", "echo")
+
+    def canary_gone() -> bool:
+        replicas = json.loads((files / "replicas.json").read_text())
+        tracks = {g["labels"].get("track") for g in json.loads((files / "envoy.json").read_text())}
+        return {g["labels"]["version"] for g in replicas} == {stable} and "canary" not in tracks
+
+    wait_until(canary_gone, 20, interval=0.2, what="the canary's targets to leave the file_sd files")
+    m = scrape(f"{api}/metrics")
+    assert value(m, "shiploop_rollout_state", **rollout, state="aborted") == 1
+    assert value(m, "shiploop_rollout_decisions_total", **rollout, outcome="aborted") == 1
+
 
 def promtool() -> str:
     found = shutil.which("promtool")
