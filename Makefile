@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.reconfigure
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.rollouts
+	$(BIN)/python -m bench.metrics_cost
 
 clean:
 	rm -rf $(VENV) .shiploop

@@ -188,6 +188,8 @@ class Status(Body):
     generation: int
     services: list[ServiceStatus]
     api: str | None = None  # the daemon's own URL
+    dashboard: str | None = None  # the web dashboard: / on the API
+    prometheus: str | None = None  # the Prometheus `up --prometheus` runs, or None
     envoy_admin: str | None = None  # where Envoy's admin interface listens
     state_dir: str | None = None
     logs_dir: str | None = None

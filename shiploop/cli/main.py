@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shiploop.cli.client import DaemonClient, find_root, segment
+from shiploop.cli.prometheus_cmd import prometheus_config_command
 from shiploop.cli.status_view import emit_json, id_column, render_status, show_status, status_view
 from shiploop.cli.usage import key_value, run_app
 from shiploop.contract import (
@@ -118,6 +119,7 @@ def up(
             "--port", "-p", min=0, max=65535, help="gateway port (overrides shiploop.yaml); 0 picks a free one"
         ),
     ] = None,
+    prometheus: Annotated[bool, typer.Option("--prometheus", help="also run a Prometheus scraping it")] = False,
 ) -> None:
     """Start the control plane, every service's current code as stable, and Envoy."""
     root = find_root(Path.cwd())
@@ -127,6 +129,7 @@ def up(
     if port == 0:
         port = free_port()
     args = [sys.executable, "-m", "shiploop.daemon", str(root)] + (["--port", str(port)] if port else [])
+    args += ["--prometheus"] if prometheus else []
     if not detach:
         os.execv(sys.executable, args)  # the daemon in the foreground; Ctrl-C stops everything
     import subprocess
@@ -622,6 +625,9 @@ def load(
 
     run_load_command(url, rps, duration, dict(key_value(h, "--header", "NAME=VALUE") for h in header or []),
                      max_unanswered, as_json)  # fmt: skip
+
+
+app.command("prometheus-config")(prometheus_config_command)
 
 
 def main() -> None:

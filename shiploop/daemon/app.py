@@ -119,6 +119,8 @@ def create_app(
             raise StarletteHTTPException(401, "missing or wrong token: the CLI reads it from .shiploop/token")
 
     write = [Depends(authorized)]
+    # The daemon sets it once it listens: {"prometheus": URL or None} for status.
+    app.state.status_links = dict
 
     @app.get("/v1/health", response_model=Health)
     async def health() -> Health:
@@ -126,7 +128,7 @@ def create_app(
 
     @app.get("/v1/status", response_model=Status)
     async def status(request: Request) -> Status:
-        data = cp.status()
+        data = cp.status() | app.state.status_links()
         for svc in data["services"]:
             svc["rollout"] = rollouts.latest_view(svc["name"])
             for v in svc["versions"]:
@@ -134,6 +136,7 @@ def create_app(
         admin = cp.gateway.admin
         data.setdefault("envoy_admin", admin.address if admin is not None else None)
         data.setdefault("api", str(request.base_url).rstrip("/"))
+        data.setdefault("dashboard", f"{data['api']}/")  # the web dashboard, served at / on the API
         data.setdefault("state_dir", str(paths.state_dir))
         data.setdefault("logs_dir", str(paths.logs))
         return Status.model_validate(data)

@@ -27,6 +27,10 @@ from shiploop.paths import PRIVATE_UMASK, ProjectPaths, lock_project, running_da
 from shiploop.procs import free_port, process_start_time
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import Observer
+from shiploop.telemetry.endpoint import mount_metrics
+from shiploop.telemetry.gather import StateReader
+from shiploop.telemetry.publish_targets import TargetPublisher
+from shiploop.telemetry.wiring import PrometheusWiring
 
 
 def read_token(state_dir: Path) -> str:
@@ -39,7 +43,7 @@ def read_token(state_dir: Path) -> str:
     return path.read_text().strip()
 
 
-async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
+async def serve(root: Path, gateway_port: int | None, announce: bool, prometheus: bool = False) -> int:
     paths = ProjectPaths(root)
     # Held until this process ends, however it ends: a second daemon stops here,
     # before it touches the store, the replicas or Envoy.
@@ -48,6 +52,7 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
         raise ShiploopError("a shiploop daemon already runs for this project", hint="see: shiploop status")
     secure_state_dir(paths)
     cp = ControlPlane(root, gateway_port)
+    prometheus_bin = PrometheusWiring.check(prometheus or cp.project.prometheus)  # missing: fail before starting
     token = read_token(cp.state_dir)
     stop = asyncio.Event()
 
@@ -68,9 +73,11 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
     observer = Observer(cp)
     cp.tick_hooks.extend([observer.tick, rollouts.tick])
     api_port = free_port()
+    app = create_app(cp, rollouts, observer, token, shutdown)
+    mount_metrics(app, StateReader(cp))
     server = uvicorn.Server(
         uvicorn.Config(
-            HostCheck(create_app(cp, rollouts, observer, token, shutdown), api_port),
+            HostCheck(app, api_port),
             host="127.0.0.1",
             port=api_port,
             log_level="warning",
@@ -83,11 +90,28 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
         if server_task.done():
             raise ShiploopError(f"the API could not listen on 127.0.0.1:{api_port}")
         await asyncio.sleep(0.02)
+    targets = TargetPublisher(cp, api_port)  # file_sd files for Prometheus, kept in step each tick
+    targets.update()
+    cp.tick_hooks.append(targets.tick)
+    try:
+        prom = PrometheusWiring.start(cp, prometheus_bin)
+    except ShiploopError as e:  # everything else is up: serve without it, and say why
+        print(f"warning: prometheus not started: {e.line()}", flush=True)
+        prom = None
+    if prom is not None:
+        cp.tick_hooks.append(prom.tick)
+    api_url = f"http://127.0.0.1:{api_port}"
+    app.state.status_links = lambda: {
+        "api": api_url,
+        "dashboard": f"{api_url}/",
+        "prometheus": prom.url if prom is not None else None,
+    }
     info_path = cp.state_dir / "daemon.json"
     start_time = process_start_time(os.getpid())
     info_path.write_text(json.dumps({"pid": os.getpid(), "start_time": start_time, "api_port": api_port}))
     if announce:
-        print(f"shiploop is up: gateway {cp.gateway_url}, API http://127.0.0.1:{api_port}", flush=True)
+        extra = f", Prometheus {prom.url}" if prom is not None else ""
+        print(f"shiploop is up: gateway {cp.gateway_url}, API http://127.0.0.1:{api_port}{extra}", flush=True)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -96,7 +120,10 @@ async def serve(root: Path, gateway_port: int | None, announce: bool) -> int:
     supervisor.cancel()
     await readings.aclose()
     await observer.close()
+    if prom is not None:
+        await asyncio.to_thread(prom.stop)
     await cp.shutdown()
+    targets.files.clear()
     server.should_exit = True
     await server_task
     info_path.unlink(missing_ok=True)
@@ -107,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shiploop-daemon")
     parser.add_argument("root", type=Path)
     parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--prometheus", action="store_true", help="also run a Prometheus scraping the project")
     args = parser.parse_args(argv)
     # Everything the daemon writes (store, logs, xds, records) is for its owner alone.
     os.umask(PRIVATE_UMASK)
@@ -114,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        return asyncio.run(serve(args.root.resolve(), args.port, announce=True))
+        return asyncio.run(serve(args.root.resolve(), args.port, announce=True, prometheus=args.prometheus))
     except ShiploopError as e:
         print(f"error: {e.line()}", file=sys.stderr, flush=True)
         return 2

@@ -38,6 +38,7 @@ class EnvoyProcess:
     start_time: int
     admin_socket: Path
     log_path: Path
+    stats_port: int | None = None  # its stats listener for Prometheus (gateway.stats_listener), if any
 
     def alive(self) -> bool:
         return process_start_time(self.pid) == self.start_time
@@ -53,6 +54,7 @@ class EnvoyProcess:
                 "start_time": self.start_time,
                 "admin_socket": str(self.admin_socket),
                 "log_path": str(self.log_path),
+                "stats_port": self.stats_port,
             }
         )
 
@@ -61,13 +63,17 @@ class EnvoyProcess:
         d = json.loads(text)
         # Records written before the admin API moved to a socket have no admin_socket:
         # such an Envoy can still be found and stopped by pid, not administered.
-        return cls(d["pid"], d["start_time"], Path(d.get("admin_socket", "")), Path(d["log_path"]))
+        return cls(
+            d["pid"], d["start_time"], Path(d.get("admin_socket", "")), Path(d["log_path"]), d.get("stats_port")
+        )
 
 
-def start_envoy(xds_dir: Path, admin_socket: Path, log_path: Path, node_id: str) -> EnvoyProcess:
+def start_envoy(
+    xds_dir: Path, admin_socket: Path, log_path: Path, node_id: str, stats_port: int | None = None
+) -> EnvoyProcess:
     """Start Envoy on the bootstrap for `xds_dir`; the `current` generation must already exist."""
     boot = xds_dir / "bootstrap.json"
-    boot.write_text(json.dumps(render.bootstrap(xds_dir, admin_socket, node_id), indent=1))
+    boot.write_text(json.dumps(render.bootstrap(xds_dir, admin_socket, node_id, stats_port), indent=1))
     # A socket file left by an Envoy that was killed would make the bind fail.
     admin_socket.unlink(missing_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,4 +107,4 @@ def start_envoy(xds_dir: Path, admin_socket: Path, log_path: Path, node_id: str)
     start = process_start_time(pid)
     if start is None:
         raise ShiploopError(f"envoy exited at once; see {log_path}")
-    return EnvoyProcess(pid, start, admin_socket, log_path)
+    return EnvoyProcess(pid, start, admin_socket, log_path, stats_port)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shiploop.errors import ShiploopError, Unavailable
@@ -13,6 +14,7 @@ from shiploop.gateway.envoy import EnvoyProcess, start_envoy
 from shiploop.gateway.model import PublishResult, RoutingState
 from shiploop.gateway.publisher import EnvoyUnreachable, Publisher
 from shiploop.paths import admin_socket_path
+from shiploop.procs import free_port
 
 # How long a publish waits for a dead Envoy to be restarted before it reports
 # the gateway unavailable. A restart takes about half a second (measured).
@@ -30,26 +32,66 @@ class EnvoyRestart:
     at: float  # wall clock when it serves again
 
 
+# Upper bounds (s) of the publish-time histogram: a publish takes 10-20 ms (bench.reconfigure),
+# a large first apply over a second (bench.scale), a wait for a restarted Envoy up to 10 s.
+PUBLISH_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Durations:
+    """A cumulative histogram of durations, as Prometheus exposes one (counts per upper bound)."""
+
+    bounds: tuple[float, ...] = PUBLISH_BUCKETS_S
+    counts: list[int] = field(default_factory=lambda: [0] * len(PUBLISH_BUCKETS_S))
+    count: int = 0
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        for i, bound in enumerate(self.bounds):
+            if seconds <= bound:
+                self.counts[i] += 1
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class Gateway:
-    def __init__(self, state_dir: Path, node_id: str = "shiploop") -> None:
+    def __init__(self, state_dir: Path, node_id: str = "shiploop", stats_port: int | None = None) -> None:
         self.xds_dir = state_dir / "xds"
         self.log_path = state_dir / "logs" / "envoy.log"
         self.admin_socket = admin_socket_path(state_dir)
         self.node_id = node_id
+        self.stats_port = stats_port  # Envoy's /metrics for Prometheus (gateway.stats_listener); None: none
         self.publisher = Publisher(self.xds_dir, self.log_path)
         self.process: EnvoyProcess | None = None
         self.admin: EnvoyAdmin | None = None
         self.restarts = 0
+        self.publish_seconds = Durations()  # every publish Envoy accepted: call to Envoy serving it
         self.last_restart: EnvoyRestart | None = None
         self._restart_lock = asyncio.Lock()
 
     async def start(self, initial: RoutingState, ready_timeout_s: float = 20.0) -> None:
         """Write the first generation, start Envoy on it and wait until it serves."""
         await self.publisher.publish(initial)
-        self.process = start_envoy(self.xds_dir, self.admin_socket, self.log_path, self.node_id)
+        self.process = self._launch()
         await self._attach(ready_timeout_s)
         # Confirm Envoy took the exact generation we wrote.
         await self.publisher.publish(initial)
+
+    def _launch(self) -> EnvoyProcess:
+        if self.stats_port is not None and not _port_free(self.stats_port):
+            # Taken since Envoy last had it: a metrics port must never keep the gateway from
+            # starting. Prometheus finds the new one in the file_sd targets (telemetry.targets).
+            self.stats_port = free_port()
+        return start_envoy(self.xds_dir, self.admin_socket, self.log_path, self.node_id, self.stats_port)
 
     async def adopt(self, process: EnvoyProcess, state: RoutingState) -> bool:
         """Take over an Envoy a previous daemon started; False if it is gone."""
@@ -61,6 +103,7 @@ class Gateway:
             await asyncio.to_thread(process.stop)
             return False
         self.process = process
+        self.stats_port = process.stats_port  # None: started by a shiploop without the stats listener
         await self._attach(5.0)
         # The routes Envoy serves came from the last generation on disk; publish the
         # same state again, which Envoy applies as a no-op change.
@@ -86,7 +129,7 @@ class Gateway:
                 self.admin = None
             # A publish Envoy never confirmed may be `current` on disk: start from the accepted state.
             generation = await self.publisher.rewrite_live()
-            self.process = start_envoy(self.xds_dir, self.admin_socket, self.log_path, self.node_id)
+            self.process = self._launch()
             await self._attach(ready_timeout_s)
             await self.publisher.confirm_current()
             self.restarts += 1
@@ -109,6 +152,12 @@ class Gateway:
     async def publish(self, state: RoutingState) -> PublishResult:
         """Publish and wait for Envoy to serve it. If Envoy is down (killed, restarting),
         wait for the supervisor to restart it, then publish to the new Envoy."""
+        started = time.monotonic()
+        result = await self._publish(state)
+        self.publish_seconds.observe(time.monotonic() - started)
+        return result
+
+    async def _publish(self, state: RoutingState) -> PublishResult:
         await self._wait_serving()
         try:
             return await self.publisher.publish(state)

@@ -44,6 +44,7 @@ class Publisher:
         self.envoy_log = envoy_log
         self.admin: EnvoyAdmin | None = None
         self.live: RoutingState | None = None
+        self.rejections = 0  # generations Envoy rejected since this daemon started
         self._lock = asyncio.Lock()
         xds_dir.mkdir(parents=True, exist_ok=True)
         self.generation = self._last_generation_on_disk()
@@ -160,6 +161,7 @@ class Publisher:
                 return
             rejected = sum(int(v) for k, v in stats.items() if k.endswith("update_rejected"))
             if rejected > before:
+                self.rejections += 1
                 raise GatewayRejected(
                     f"envoy rejected routing generation {gen}: {self._reason()}",
                     hint="nothing was changed and the previous routes keep serving; see: shiploop status",

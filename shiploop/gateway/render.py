@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from shiploop.gateway import stats_listener
 from shiploop.gateway.model import Cluster, Route, RoutingState
 
 LISTENER_NAME = "gateway"
@@ -67,9 +68,9 @@ def file_source(path: Path, watched: Path) -> dict[str, Any]:
     }
 
 
-def bootstrap(xds_dir: Path, admin_socket: Path, node_id: str) -> dict[str, Any]:
+def bootstrap(xds_dir: Path, admin_socket: Path, node_id: str, stats_port: int | None = None) -> dict[str, Any]:
     current = xds_dir / "current"
-    return {
+    out: dict[str, Any] = {
         "node": {"id": node_id, "cluster": "shiploop"},
         # The admin API can stop Envoy (/quitquitquit) and read every stat: on a
         # TCP port any local user could; a 0600 socket in a 0700 directory is ours alone.
@@ -78,13 +79,17 @@ def bootstrap(xds_dir: Path, admin_socket: Path, node_id: str) -> dict[str, Any]
         # controller sees fresh latency every second without a flush timer.
         "stats_flush_on_admin": True,
         "stats_config": {
-            "histogram_bucket_settings": [{"match": {"prefix": "cluster."}, "buckets": HISTOGRAM_BUCKETS_MS}]
+            "histogram_bucket_settings": [{"match": {"prefix": "cluster."}, "buckets": HISTOGRAM_BUCKETS_MS}],
+            "stats_tags": stats_listener.STATS_TAGS,
         },
         "dynamic_resources": {
             "cds_config": file_source(current / "cds.json", xds_dir),
             "lds_config": file_source(current / "lds.json", xds_dir),
         },
     }
+    if stats_port is not None:
+        out["static_resources"] = stats_listener.static_resources(stats_port, admin_socket)
+    return out
 
 
 def cluster(c: Cluster) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from shiploop.gateway.gateway import Gateway
 from shiploop.gateway.model import RoutingState
 from shiploop.naming import Track
 from shiploop.paths import ProjectPaths
+from shiploop.procs import free_port
 from shiploop.runtime.local import LocalRuntime
 from shiploop.server.context import PlaneContext
 from shiploop.server.lifecycle import Lifecycle, Progress, teardown_without_daemon
@@ -41,7 +42,8 @@ class ControlPlane:
         adopted_port = store.get("gateway_port") if store.get("envoy") else None
         port = gateway_port or (int(adopted_port) if adopted_port else project.gateway.port)
         runtime = LocalRuntime(paths.state_dir, store, lambda *a: self.ctx.event(*a))
-        gateway = Gateway(paths.state_dir, node_id=f"shiploop-{project.name}")
+        # Envoy's stats listener for Prometheus: a free port (an adopted Envoy keeps its own, from its record).
+        gateway = Gateway(paths.state_dir, node_id=f"shiploop-{project.name}", stats_port=free_port())
         self.ctx = PlaneContext(paths, project, store, runtime, gateway, port, clock)
         self.lifecycle = Lifecycle(self.ctx)
         self.mutations = Mutations(self.ctx)

@@ -3,6 +3,7 @@ shutdown, and `down` when no daemon answers."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Callable
@@ -188,6 +189,11 @@ def teardown_without_daemon(root: Path) -> int:
             if r.pid and r.start_time and is_running(r.pid, r.start_time):
                 terminate_group(r.pid)
                 stopped += 1
+        # A Prometheus `up --prometheus` started (telemetry.wiring records it as {pid, start_time, port}).
+        prometheus = json.loads(store.get("prometheus") or "{}")
+        if prometheus and is_running(prometheus["pid"], prometheus["start_time"]):
+            terminate_group(prometheus["pid"])
+            stopped += 1
         envoy_json = store.get("envoy")
         if envoy_json:
             envoy = EnvoyProcess.from_json(envoy_json)
@@ -202,6 +208,7 @@ def teardown_without_daemon(root: Path) -> int:
             for d in store.deployments():
                 store.remove_deployment(d.service, d.version)
             store.delete("envoy")
+            store.delete("prometheus")
         store.event(None, "down", f"stopped {stopped} processes left by a daemon that was not running")
     finally:
         store.close()

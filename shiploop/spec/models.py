@@ -397,6 +397,8 @@ class ProjectSpec(SpecModel):
     """Where Envoy listens."""
     defaults: ProjectDefaults = Field(default_factory=ProjectDefaults)
     """Defaults for every service."""
+    prometheus: bool = False
+    """Also run a Prometheus scraping the project (as `shiploop up --prometheus`; docs/metrics.md)."""
     # Set by the loader, never read from shiploop.yaml.
     root: Annotated[Path, Field(strict=False)] = Path(".")
     services: dict[str, ServiceSpec] = Field(default_factory=dict)

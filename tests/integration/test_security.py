@@ -103,8 +103,12 @@ def listening_tcp_ports(pid: int) -> set[int]:
 def test_envoy_admin_is_a_private_socket_and_our_reads_still_work(project: Project):
     recorded = project.envoy_info()
     assert recorded is not None
-    # The gateway port is all Envoy offers on TCP: no admin port for other users to stop it with.
-    assert listening_tcp_ports(recorded["pid"]) == {project.port}
+    # The gateway port and the stats listener are all Envoy offers on TCP: no admin port for other
+    # users to stop it with; the stats listener serves GET /metrics and nothing else of the admin API.
+    stats_port = recorded["stats_port"]
+    assert listening_tcp_ports(recorded["pid"]) == {project.port, stats_port}
+    for method, path in (("POST", "/quitquitquit"), ("GET", "/config_dump"), ("GET", "/stats")):
+        assert httpx.request(method, f"http://127.0.0.1:{stats_port}{path}").status_code == 404, path
     envoy = project.status()["envoy"]
     socket_path = Path(envoy["admin"])
     assert socket_path.parent == project.root / ".shiploop"

@@ -1,0 +1,122 @@
+"""`up --prometheus` with a 10% canary under load: a real Prometheus scrapes every target, and
+queries per `version` label give the canary's request rate and 5xx share (issue 9, done when)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shiploop.loadgen import background_load
+from shiploop.procs import is_running
+from tests.conftest import wait_until
+from tests.daemon_helpers import Project
+
+RPS = 60
+CANARY_FAIL_RATE = 0.2
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    if shutil.which("prometheus") is None:
+        pytest.skip("prometheus not installed (Debian: apt-get install prometheus; .ci/run does it)")
+    p = Project(tmp_path / "proj")
+    p.root.mkdir()
+    (p.root / "shiploop.yaml").write_text("name: prom\n")
+    p.add_service("echo", "/echo/")
+    yield p
+    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
+    prom = prometheus_record(p)
+    p.cli("down", check=False)
+    assert p.running(procs) == [], "down left processes behind"
+    if prom is not None:
+        assert not is_running(prom["pid"], prom["start_time"]), "down left prometheus running"
+
+
+def prometheus_record(p: Project) -> dict[str, Any] | None:
+    rows = p._query("SELECT value FROM kv WHERE key='prometheus'")
+    return dict(json.loads(rows[0][0])) if rows else None
+
+
+def query(prom: str, promql: str) -> dict[str, float]:
+    """An instant query's result per `version` label."""
+    r = httpx.get(f"{prom}/api/v1/query", params={"query": promql}, timeout=5)
+    body = r.json()
+    assert body["status"] == "success", body
+    return {s["metric"].get("version", ""): float(s["value"][1]) for s in body["data"]["result"]}
+
+
+def test_prometheus_scrapes_every_target_and_sees_the_canary_per_version(project: Project):
+    project.cli("up", "--detach", "--prometheus", "--port", str(project.port))
+    status = project.status()
+    api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
+    assert status["api"] == api and status["dashboard"] == f"{api}/"
+    prom = status["prometheus"]
+    assert prom and prom.startswith("http://127.0.0.1:")
+    stable = project.versions("echo")["stable"]["id"]
+    project.set_env("echo", {"FAIL_RATE": str(CANARY_FAIL_RATE)})
+    project.cli("deploy", "echo", "--weight", "10")
+    canary = project.versions("echo")["canary"]["id"]
+
+    with background_load(f"{project.url}/echo/x", rps=RPS):
+
+        def every_target_up() -> list[dict[str, Any]] | None:
+            try:
+                targets = httpx.get(f"{prom}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
+            except httpx.HTTPError:
+                return None
+            # daemon; Envoy: the non-cluster stats, stable, canary; four replicas
+            if len(targets) == 8 and all(t["health"] == "up" for t in targets):
+                return targets
+            return None
+
+        targets = wait_until(every_target_up, 40, interval=1, what="prometheus to scrape every target")
+        jobs = sorted((t["labels"]["job"], t["labels"].get("track", "")) for t in targets)
+        assert jobs == sorted(
+            [("shiploop", ""), ("shiploop_envoy", ""), ("shiploop_envoy", "stable"), ("shiploop_envoy", "canary")]
+            + [("shiploop_replicas", "stable")] * 2
+            + [("shiploop_replicas", "canary")] * 2
+        )
+        rate = 'sum by (version) (rate(envoy_cluster_upstream_rq_completed{service="echo",track=~".+"}[20s]))'
+        errors = (
+            'sum by (version) (rate(envoy_cluster_upstream_rq_xx{service="echo",envoy_response_code_class="5"}[20s]))'
+        )
+
+        def both_versions_measured() -> dict[str, float] | None:
+            got = query(prom, rate)
+            # Until the window holds only loaded scrapes, the rate trails the load.
+            full = set(got) == {stable, canary} and 0.6 * RPS < sum(got.values()) < 1.4 * RPS
+            return got if full else None
+
+        rates = wait_until(both_versions_measured, 40, interval=1, what="the load's request rate per version")
+        share = rates[canary] / (rates[canary] + rates[stable])
+        assert 0.03 < share < 0.2, rates  # 10% of the traffic
+        fives = query(prom, f"({errors}) / ({rate})")
+        assert 0.05 < fives[canary] < 0.4, fives  # the canary fails 20%
+        assert fives.get(stable, 0.0) == 0.0, fives
+        # The daemon's own metrics and the replicas' counters, with the same labels.
+        weights = query(prom, 'shiploop_route_weight_percent{service="echo"}')
+        assert weights == {stable: 90.0, canary: 10.0}
+        app = query(prom, 'sum by (version) (app_requests_total{job="shiploop_replicas",track="canary"})')
+        assert set(app) == {canary} and app[canary] > 0
+
+    # Supervised: killed, it is started again.
+    record = prometheus_record(project)
+    assert record is not None
+    os.kill(record["pid"], signal.SIGKILL)
+
+    def restarted() -> dict[str, Any] | None:
+        now = prometheus_record(project)
+        return now if now and now["pid"] != record["pid"] and is_running(now["pid"], now["start_time"]) else None
+
+    wait_until(restarted, 15, interval=0.2, what="prometheus to be started again")
+    wait_until(lambda: project.status()["prometheus"], 5, interval=0.2)
+    events = [e["kind"] for e in httpx.get(f"{api}/v1/events").json()]
+    assert "prometheus-restarted" in events
