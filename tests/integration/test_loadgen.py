@@ -222,7 +222,9 @@ def test_keep_alive_reuses_connections(server: _Server) -> None:
     report = run_load_sync(LoadSpec(server.base + "/", rps=200, duration_s=1))
     assert report.status_counts == {200: 200}
     assert report.connections_opened == server.connections
-    assert server.connections <= 10  # a handful of concurrent requests at most, not one per request
+    # Connections are opened only for requests that overlap: a handful on a quiet machine,
+    # a few more when the test shares two cores with others (11 seen); never one per request.
+    assert server.connections <= 20
 
 
 def test_connection_close_opens_new_connections(server: _Server) -> None:
