@@ -186,9 +186,7 @@ class Dashboard:
         r = self.rollouts.get(rollout_id) if rollout_id is not None else self.rollouts.latest(service)
         if r is None or r.service != service:
             raise NotFound(f"{service} has had no rollout yet", hint=f"start one: shiploop rollout {service}")
-        events = [
-            e for e in self.cp.store.events(service, 1000) if (e.get("evidence") or {}).get("rollout") == r.id
-        ]
+        events = [e for e in self.cp.store.events(service, 1000) if (e.get("evidence") or {}).get("rollout") == r.id]
         # Decisions from the events (they outlive the daemon), the live trail between them.
         points = {p["at"]: p for e in events if (p := trail_point(e["evidence"])) is not None}
         points.update({p["at"]: p for p in self.trail.points(r.id)})
