@@ -116,7 +116,7 @@ def test_cross_origin_post_is_refused_even_with_cookie_and_csrf_token(project: P
 
 def test_dashboard_pages_follow_the_host_check(project: Project):
     base = api(project)
-    for path in ("/", "/static/app.js", "/v1/dashboard/traffic", f"/login?code={'x' * 10}"):
+    for path in ("/", "/static/app.js", "/v1/dashboard/overview", f"/login?code={'x' * 10}"):
         assert httpx.get(f"{base}{path}", headers={"Host": "evil.example"}).status_code == 421, path
     page = httpx.get(f"{base}/")
     assert page.status_code == 200 and "/static/app.js" in page.text
@@ -131,7 +131,8 @@ def test_traffic_series_shows_the_load_sent(project: Project):
     base = api(project)
 
     def points() -> list[dict[str, float]]:
-        series = httpx.get(f"{base}/v1/dashboard/traffic", params={"service": "echo"}).json()["services"]["echo"]
+        overview = httpx.get(f"{base}/v1/dashboard/overview").json()
+        series = next(s for s in overview["services"] if s["name"] == "echo")["series"]
         return [p for pts in series.values() for p in pts if p["rps"] > 0]
 
     got = wait_until(points, 15, interval=0.5, what="a 10 s bin with traffic")

@@ -31,13 +31,13 @@ function stateBadge(state) { return `<span class="state ${esc(state)}" data-test
 // -- services -----------------------------------------------------------------------------------------
 
 async function renderServices() {
-  const [status, traffic] = await Promise.all([getJSON("/v1/status"), getJSON("/v1/dashboard/traffic")]);
+  const status = await getJSON("/v1/dashboard/overview");
   document.getElementById("project").textContent = `${status.project} · gateway ${status.gateway}`;
   const out = [];
   if (status.degraded && status.degraded.length) out.push(`<div class="card error">degraded: ${status.degraded.map(esc).join("; ")}</div>`);
   if (!status.services.length) out.push(`<div class="card muted">No service is deployed yet: <code>shiploop up</code> deploys the project's services.</div>`);
   for (const svc of status.services) {
-    const series = traffic.services[svc.name] || {};
+    const series = svc.series;
     const rows = svc.versions.map(v => {
       const t = v.traffic || {};
       return `<tr data-testid="version-row" data-version="${esc(v.id)}" data-track="${esc(v.track)}">
@@ -50,9 +50,15 @@ async function renderServices() {
       </tr>`;
     }).join("");
     const r = svc.rollout;
-    const rollout = r ? `<p><a href="#/rollout/${encodeURIComponent(svc.name)}">rollout #${r.id}</a> ${stateBadge(r.state)}: ${esc(r.summary)}</p>` : `<p class="muted">no rollout yet</p>`;
+    const why = r ? r.summary.replace(new RegExp(`^${r.state.replace("_", " ")}:\\s*`), "") : "";
+    const rollout = r ? `<p><a href="#/rollout/${encodeURIComponent(svc.name)}">rollout #${r.id}</a> ${stateBadge(r.state)}: ${esc(why)}</p>` : `<p class="muted">no rollout yet</p>`;
     const versions = svc.versions.map((v, i) => ({ id: v.id, color: versionColor(v.track, i), name: `${shortVersion(v.id)} (${v.track})` }));
-    const now = traffic.now, xmin = now - traffic.span_s;
+    Object.keys(series).filter(id => !versions.some(v => v.id === id)).forEach((id, i) =>
+      versions.push({ id, color: PALETTE[i % PALETTE.length], name: `${shortVersion(id)} (gone)` }));
+    // The last 15 minutes, or since the first reading if the daemon is younger (at least a minute).
+    const now = status.now;
+    const first = Math.min(...Object.values(series).flat().map(p => p.t - status.bin_s), now);
+    const xmin = Math.max(now - status.span_s, Math.min(first, now - 60));
     const chart = (title, key, fmt) => `<div class="chart"><h3>${title}</h3>${Charts.line({
       xmin, xmax: now, yfmt: fmt,
       series: versions.map(v => ({ name: v.name, color: v.color, points: (series[v.id] || []).map(p => [p.t, p[key]]) })),
@@ -62,7 +68,7 @@ async function renderServices() {
       ${rollout}
       <table><thead><tr><th>version</th><th>track</th><th class="num">weight</th><th class="num">ready</th><th>state</th>
         <th class="num">req/s</th><th class="num">5xx</th><th class="num">p95</th></tr></thead><tbody>${rows}</tbody></table>
-      <p class="muted">last 15 minutes, ${traffic.bin_s} s bins</p>
+      <p class="muted">last 15 minutes, ${status.bin_s} s bins; req/s, 5xx and p95 in the table are over the last 10 s</p>
       ${Charts.legend(versions)}
       <div class="charts">${chart("requests / s", "rps")}${chart("5xx share", "error_rate", v => pct(v, 1))}${chart("p95 latency (ms)", "p95_ms", v => v.toFixed(0))}</div>
     </section>`);
@@ -92,10 +98,13 @@ function guardrailCharts(trail, guardrails) {
     const latest = pts[pts.length - 1][1];
     const live = guardrails.find(g => g.name === name);
     const verdict = live ? live.verdict : latest.verdict;
+    // Show a few tolerances and the estimates' size around zero; wider intervals run off the edge.
+    const size = Math.max(...pts.map(([, g]) => Math.abs(g.estimate ?? 0)), latest.tolerance ?? 0);
+    const clip = [-3 * size, 3 * size];
     return `<div class="chart" data-testid="guardrail" data-name="${esc(name)}">
       <h3>${esc(name)} · candidate − baseline, interval and tolerance · <span class="${verdict === "harm" ? "error" : ""}">${esc(verdict || "")}</span></h3>
       ${Charts.line({
-        xmin, xmax, ymin: 0, yfmt: v => pct(v, 2),
+        xmin, xmax, ymin: 0, clip, yfmt: v => pct(v, 2),
         series: [{ name: "estimate", color: "#111827", points: pts.map(([t, g]) => [t, g.estimate]) }],
         band: { color: "#2563eb", lower: pts.map(([t, g]) => [t, g.lower]), upper: pts.map(([t, g]) => [t, g.upper]) },
         hlines: [{ y: latest.tolerance, label: `tolerance ${pct(latest.tolerance, 2)}`, color: "#b91c1c" }],
