@@ -103,27 +103,27 @@ def test_dashboard_shows_a_failing_canary_shifting_and_rolled_back_live(project:
         page.wait_for_selector("[data-testid=guardrail]")
         page.screenshot(path=str(ARTIFACTS / "rollout-rolled-back.png"), full_page=True)
 
-    assert page.inner_text("[data-testid=rollout-state]") == "rolled back"
-    summary = page.inner_text("[data-testid=summary]")
-    assert summary.startswith("rolled back:") and "all traffic on" in summary, summary
-    # The decision's evidence is one click away in the events list.
-    page.click("[data-testid=event][data-kind=rollout-rolled-back] details summary")
-    assert '"guardrails"' in page.inner_text("[data-testid=event][data-kind=rollout-rolled-back] pre")
-    assert not page.is_enabled("button[data-action=abort]")  # nothing left to act on
+        assert page.inner_text("[data-testid=rollout-state]") == "rolled back"
+        summary = page.inner_text("[data-testid=summary]")
+        assert summary.startswith("rolled back:") and "all traffic on" in summary, summary
+        # The decision's evidence is one click away in the events list.
+        page.click("[data-testid=event][data-kind=rollout-rolled-back] details summary")
+        assert '"guardrails"' in page.inner_text("[data-testid=event][data-kind=rollout-rolled-back] pre")
+        assert not page.is_enabled("button[data-action=abort]")  # nothing left to act on
 
-    page.goto(page.url.split("#")[0] + "#/")
-    wait_until(
-        lambda: weights(page).get("stable") == 100 and "canary" not in weights(page),
-        20,
-        interval=0.2,
-        what="all traffic back on stable on the page",
-    )
-    # The charts carry the last minutes of traffic of both versions.
-    page.wait_for_function(
-        "[...document.querySelectorAll('[data-service=echo] svg path')].filter(p => p.getAttribute('d').includes('L'))"
-        ".length >= 3"
-    )
-    page.screenshot(path=str(ARTIFACTS / "services-after-rollback.png"), full_page=True)
+        page.goto(page.url.split("#")[0] + "#/")
+        wait_until(
+            lambda: weights(page).get("stable") == 100 and "canary" not in weights(page),
+            20,
+            interval=0.2,
+            what="all traffic back on stable on the page",
+        )
+        # The charts carry the last minutes of traffic (the load still runs): stable's lines in all three.
+        page.wait_for_function(
+            "[...document.querySelectorAll('[data-service=echo] svg path')].filter(p => p.getAttribute('d').includes('L'))"
+            ".length >= 3"
+        )
+        page.screenshot(path=str(ARTIFACTS / "services-after-rollback.png"), full_page=True)
     page.goto(page.url.split("#")[0] + "#/history/echo")
     page.wait_for_selector("[data-testid=history-row]")
     assert "rolled back" in page.inner_text("[data-testid=history-row]")
