@@ -15,6 +15,7 @@ daemon never grants.
 from __future__ import annotations
 
 import hmac
+import json
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -154,6 +155,8 @@ class Dashboard:
         self._overview: tuple[float, dict[str, Any]] | None = None
         self._series: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._series_end = 0.0
+        self._overview_json: tuple[dict[str, Any], bytes] | None = None
+        self._ended_events: dict[tuple[int, float], list[dict[str, Any]]] = {}
 
     @staticmethod
     def cookie_name(request: Request) -> str:
@@ -224,6 +227,13 @@ class Dashboard:
         self._overview = (now, data)
         return data
 
+    def overview_json(self) -> bytes:
+        """The overview encoded once per build: FastAPI's encoder walking ~400 dicts cost more than building them."""
+        data = self.overview()
+        if self._overview_json is None or self._overview_json[0] is not data:
+            self._overview_json = (data, json.dumps(data, separators=(",", ":")).encode())
+        return self._overview_json[1]
+
     def series(self, service: str, version: str, now: float) -> list[dict[str, Any]]:
         """Complete bins only, on multiples of BIN_S: they never change, so each is computed once per BIN_S."""
         end = now // BIN_S * BIN_S
@@ -240,13 +250,26 @@ class Dashboard:
         r = self.rollouts.get(rollout_id) if rollout_id is not None else self.rollouts.latest(service)
         if r is None or r.service != service:
             raise NotFound(f"{service} has had no rollout yet", hint=f"start one: shiploop rollout {service}")
-        events = [e for e in self.cp.store.events(service, 1000) if (e.get("evidence") or {}).get("rollout") == r.id]
+        events = self._rollout_events(service, r.id, None if r.active else r.updated_at)
         # Decisions from the events (they outlive the daemon), the live trail between them.
         points = {p["at"]: p for e in events if (p := trail_point(e["evidence"])) is not None}
         points.update({p["at"]: p for p in self.trail.points(r.id)})
         if r.last and (p := trail_point(r.last)) is not None:
             points[p["at"]] = p
         return {"rollout": self.rollouts.view(r), "trail": [points[k] for k in sorted(points)], "events": events}
+
+    def _rollout_events(self, service: str, rollout_id: int, ended_at: float | None) -> list[dict[str, Any]]:
+        """The rollout's events (of the service's last 1,000); an ended rollout's are read once and kept."""
+        if ended_at is not None and (rollout_id, ended_at) in self._ended_events:
+            return self._ended_events[(rollout_id, ended_at)]
+        events = [
+            e for e in self.cp.store.events(service, 1000) if (e.get("evidence") or {}).get("rollout") == rollout_id
+        ]
+        if ended_at is not None:
+            if len(self._ended_events) >= TRAIL_ROLLOUTS:
+                self._ended_events.clear()
+            self._ended_events[(rollout_id, ended_at)] = events
+        return events
 
     def mount(self, app: FastAPI) -> None:
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -283,12 +306,15 @@ class Dashboard:
             return {"signed_in": csrf is not None, "csrf": csrf, "csrf_header": CSRF_HEADER}
 
         @app.get("/v1/dashboard/overview")
-        async def overview() -> dict[str, Any]:
-            return self.overview()
+        async def overview() -> Response:
+            return Response(self.overview_json(), media_type="application/json")
 
         @app.get("/v1/dashboard/services/{service}/rollout")
-        async def rollout(service: str, id: int | None = None) -> dict[str, Any]:
-            return self.rollout_page(service, id)
+        async def rollout(service: str, id: int | None = None) -> Response:
+            # Encoded here: FastAPI's encoder walking every event's evidence is the costliest part.
+            return Response(
+                json.dumps(self.rollout_page(service, id), separators=(",", ":")), media_type="application/json"
+            )
 
         @app.post("/v1/dashboard/services/{service}/rollout/{action}")
         async def rollout_action(request: Request, service: str, action: str) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 Built from the metrics sampler's snapshots (cumulative, reset-corrected,
 one a second): a bin's counts are the difference between the last snapshot
-at or before its end and the last one at or before its start, so a bin with
-a failed reading still counts what the totals say. A bin with no requests
-has rates of None, never 0.
+at or before its end and the last one at or before its start (for the first
+bin of a version, its first snapshot), so a bin with a failed reading still
+counts what the totals say. Rates are per second between those snapshots. A
+bin with no requests has rates of None, never 0.
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ def binned(history: Sequence[VersionSnapshot], now: float, span_s: float, bin_s:
         i += 1
     for b in range(bins):
         end = first_end + b * bin_s
+        if base is None and i < len(history) and history[i].ts <= end:
+            base = history[i]  # the first reading ever: this bin counts from it, not from its start
         latest = base
         while i < len(history) and history[i].ts <= end:
             latest = history[i]
             i += 1
         if base is None or latest is None or latest is base:
-            base = latest
-            continue  # no reading in this bin, or no reading before it to count from
+            continue  # no reading in this bin, or just one to count from
         d = diff_traffic(latest.traffic, base.traffic)
         seconds = max(latest.ts - base.ts, 1e-9)
         out.append(

@@ -5,6 +5,7 @@ Screenshots go to test-artifacts/dashboard/ at the repository root (git-ignored)
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -120,8 +121,8 @@ def test_dashboard_shows_a_failing_canary_shifting_and_rolled_back_live(project:
         )
         # The charts carry the last minutes of traffic (the load still runs): stable's lines in all three.
         page.wait_for_function(
-            "[...document.querySelectorAll('[data-service=echo] svg path')].filter(p => p.getAttribute('d').includes('L'))"
-            ".length >= 3"
+            "[...document.querySelectorAll('[data-service=echo] svg path')]"
+            ".filter(p => p.getAttribute('d').includes('L')).length >= 3"
         )
         page.screenshot(path=str(ARTIFACTS / "services-after-rollback.png"), full_page=True)
     page.goto(page.url.split("#")[0] + "#/history/echo")
@@ -132,3 +133,46 @@ def test_dashboard_shows_a_failing_canary_shifting_and_rolled_back_live(project:
     page.wait_for_selector("[data-testid=event][data-kind=rollout-rolled-back]")
     page.screenshot(path=str(ARTIFACTS / "events.png"), full_page=True)
     assert errors == [], errors
+
+
+def test_signed_in_page_pauses_resumes_and_aborts_a_rollout_and_a_reader_cannot(project: Project, browser: Any):
+    project.add_service("echo", "/echo/", extra="rollout:\n  steps: [10, 50, 100]\n  min_step: 5m\n  max_step: 10m\n")
+    project.cli("up", "--detach", "--port", str(project.port))
+    project.set_env("echo", {"GREETING": "v2"})
+    project.cli("rollout", "echo")
+    api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
+
+    # A reader without the login sees the rollout but cannot act on it.
+    reader = browser.new_page()
+    reader.goto(f"{api}/#/rollout/echo")
+    reader.wait_for_selector("[data-testid=rollout-state]")
+    assert reader.inner_text("[data-testid=signin]") == "read-only"
+    assert not reader.is_enabled("button[data-action=pause]")
+    # Even a request forged from its console (no CSRF token, no cookie) is refused.
+    status = reader.evaluate(
+        "fetch('/v1/dashboard/services/echo/rollout/abort', {method: 'POST', headers: {'X-Shiploop-CSRF': 'x'}})"
+        ".then(r => r.status)"
+    )
+    assert status == 401
+
+    page = browser.new_page()
+    page.goto(project.cli("dashboard").stdout.strip())
+    page.goto(f"{api}/#/rollout/echo")
+
+    def state() -> str:
+        return str(page.inner_text("[data-testid=rollout-state]"))
+
+    wait_until(lambda: state() == "progressing", 20, interval=0.2, what="rollout progressing on the page")
+    page.click("button[data-action=pause]")
+    wait_until(lambda: state() == "paused", 10, interval=0.2, what="paused from the page")
+    assert json.loads(project.cli("rollout", "status", "echo", "--json").stdout)["state"] == "paused"
+    page.click("button[data-action=resume]")
+    wait_until(lambda: state() == "progressing", 10, interval=0.2, what="resumed from the page")
+    page.click("button[data-action=abort]")
+    wait_until(lambda: state() == "aborted", 20, interval=0.2, what="aborted from the page")
+    page.wait_for_selector("[data-testid=event][data-kind=rollout-aborted]")
+    assert "aborted by hand" in page.inner_text("[data-testid=summary]")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "rollout-aborted-from-page.png"), full_page=True)
+    # The reader's page caught up without a reload.
+    wait_until(lambda: reader.inner_text("[data-testid=rollout-state]") == "aborted", 10, interval=0.2, what="reader")

@@ -21,8 +21,9 @@ def test_bins_count_the_difference_across_each_bin():
     assert [p["t"] for p in points] == [10.0, 20.0, 30.0]
     for p in points:
         assert p["rps"] == 10.0 and p["error_rate"] == 0.1 and p["p95_ms"] == 500.0
-    # A bin with no reading before it has nothing to count from.
-    assert [p["t"] for p in binned(history[15:], now=30.0, span_s=30.0, bin_s=10.0)] == [30.0]
+    # The first bin of a version counts from its first reading, over the seconds since.
+    young = binned(history[15:], now=30.0, span_s=30.0, bin_s=10.0)
+    assert [(p["t"], p["rps"]) for p in young] == [(20.0, 10.0), (30.0, 10.0)]
 
 
 def test_a_bin_without_requests_has_no_rates_and_a_gap_is_skipped():
