@@ -27,7 +27,7 @@ from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from shiploop.errors import NotFound, ShiploopError
+from shiploop.errors import Invalid, NotFound
 from shiploop.rollout.controller import RolloutController
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import SERIES_S, Observer
@@ -131,6 +131,11 @@ def trail_point(evidence: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _same_secret(given: str, expected: str) -> bool:
+    # Bytes: compare_digest refuses non-ASCII str, and a header may carry any byte.
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
 def _same_origin(request: Request) -> bool:
     """The request's Origin (or, without one, its Referer) is this daemon's own address.
 
@@ -164,7 +169,7 @@ class Dashboard:
         return f"shiploop_session_{request.url.port or 80}"
 
     def _bearer_ok(self, authorization: str) -> bool:
-        return hmac.compare_digest(authorization, f"Bearer {self.token}")
+        return _same_secret(authorization, f"Bearer {self.token}")
 
     def _require_mutation_auth(self, request: Request) -> None:
         if self._bearer_ok(request.headers.get("authorization", "")):
@@ -175,7 +180,7 @@ class Dashboard:
         sent = request.headers.get(CSRF_HEADER, "")
         if csrf is None:
             raise HTTPException(401, "not signed in: run `shiploop dashboard` and open the URL it prints")
-        if not hmac.compare_digest(sent, csrf):
+        if not _same_secret(sent, csrf):
             raise HTTPException(403, f"refused: missing or wrong {CSRF_HEADER} header")
 
     def overview(self) -> dict[str, Any]:
@@ -326,5 +331,5 @@ class Dashboard:
                 "promote": self.rollouts.promote_now,
             }
             if action not in actions:
-                raise ShiploopError(f"unknown rollout action '{action}'", hint=f"one of: {', '.join(actions)}")
+                raise Invalid(f"unknown rollout action '{action}'", hint=f"one of: {', '.join(actions)}")
             return await actions[action](service)

@@ -19,7 +19,7 @@ from shiploop.metrics.sampler import VersionSnapshot
 
 
 def binned(history: Sequence[VersionSnapshot], now: float, span_s: float, bin_s: float) -> list[dict[str, Any]]:
-    """One point per `bin_s` over the last `span_s` before `now`: t (bin end), rps, error_rate, p95_ms."""
+    """One point per `bin_s` over the last `span_s` before `now`: t (bin end), requests, rps, error_rate, p95_ms."""
     if not history:
         return []
     bins = int(span_s // bin_s)
@@ -47,6 +47,7 @@ def binned(history: Sequence[VersionSnapshot], now: float, span_s: float, bin_s:
         out.append(
             {
                 "t": round(end, 1),
+                "requests": d.requests,
                 "rps": round(d.requests / seconds, 2),
                 "error_rate": d.errors_5xx / d.requests if d.requests else None,
                 "p95_ms": bucket_quantile(d.latency_buckets, 0.95),

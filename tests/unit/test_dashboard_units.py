@@ -29,7 +29,7 @@ def test_bins_count_the_difference_across_each_bin():
 def test_a_bin_without_requests_has_no_rates_and_a_gap_is_skipped():
     history = [snap(0, 0, 0, 0, 0), snap(10, 0, 0, 0, 0), snap(30, 100, 0, 100, 0)]
     points = binned(history, now=30.0, span_s=30.0, bin_s=10.0)
-    assert points[0] == {"t": 10.0, "rps": 0.0, "error_rate": None, "p95_ms": None}
+    assert points[0] == {"t": 10.0, "requests": 0, "rps": 0.0, "error_rate": None, "p95_ms": None}
     # 20..30 has no reading at 20: it counts from the last one, at 10, over the 20 s between.
     assert points[-1]["t"] == 30.0 and points[-1]["rps"] == 5.0
     assert binned([], 30.0, 30.0, 10.0) == []
