@@ -9,7 +9,7 @@ the whole time. We read the daemon process's CPU time (user + system, from
 /proc) over phases of equal length, interleaved so that drift hits all alike:
 - off: nobody looks at the dashboard;
 - poller: a client fetching what the services page fetches, at its rate
-  (GET /v1/dashboard/overview every 2 s);
+  (GET /v1/dashboard/overview every 3 s);
 - browser: headless Chromium (Playwright, /usr/bin/chromium or
   SHIPLOOP_CHROMIUM) with the services page open, if a chromium is found.
 The extra CPU of a phase is (its CPU - off's CPU) / off's CPU; the target is
@@ -42,7 +42,7 @@ from shiploop.server.controlplane import teardown_without_daemon
 
 NAME = "dashboard_cost"
 RPS = 100
-PAGE_POLL_S = 2.0  # shiploop/daemon/static/app.js POLL_MS
+PAGE_POLL_S = 3.0  # shiploop/daemon/static/app.js POLL_MS
 
 
 def find_chromium() -> str | None:

@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 
 from shiploop.errors import Invalid, NotFound
 from shiploop.rollout.controller import RolloutController
+from shiploop.rollout.view import rollout_view
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import SERIES_S, Observer
 from shiploop.server.traffic_series import binned
@@ -213,7 +214,8 @@ class Dashboard:
                     }
                 )
             r = self.rollouts.latest(name)
-            view = self.rollouts.view(r) if r is not None else None
+            # Without the sample URL (it reads the service's spec): the rollout page has the full view.
+            view = rollout_view(r, now) if r is not None else None
             rollout = {k: view[k] for k in ("id", "state", "summary")} if view else None
             # Versions no longer deployed (a rolled-back candidate) keep their lines while the sampler has them.
             ids = [d.version for d in rows]
