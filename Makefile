@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.rollouts
 	$(BIN)/python -m bench.metrics_cost
+	$(BIN)/python -m bench.dashboard_cost
 
 clean:
 	rm -rf $(VENV) .shiploop

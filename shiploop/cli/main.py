@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shiploop.cli.client import DaemonClient, find_root, segment
+from shiploop.cli.dashboard_cmd import dashboard
 from shiploop.cli.prometheus_cmd import prometheus_config_command
 from shiploop.cli.status_view import emit_json, id_column, render_status, show_status, status_view
 from shiploop.cli.usage import key_value, run_app
@@ -628,6 +629,7 @@ def load(
 
 
 app.command("prometheus-config")(prometheus_config_command)
+app.command()(dashboard)
 
 
 def main() -> None:

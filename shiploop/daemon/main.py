@@ -20,6 +20,7 @@ from pathlib import Path
 import uvicorn
 
 from shiploop.daemon.app import create_app
+from shiploop.daemon.dashboard import Dashboard
 from shiploop.daemon.hostcheck import HostCheck
 from shiploop.daemon.rollouts import rollout_controller
 from shiploop.errors import ShiploopError
@@ -71,10 +72,12 @@ async def serve(root: Path, gateway_port: int | None, announce: bool, prometheus
         await cp.start_failed()  # a failed re-adoption leaves serving processes as they were
         raise
     observer = Observer(cp)
-    cp.tick_hooks.extend([observer.tick, rollouts.tick])
+    dashboard = Dashboard(cp, rollouts, observer, token)
+    cp.tick_hooks.extend([observer.tick, rollouts.tick, dashboard.trail.tick])
     api_port = free_port()
     app = create_app(cp, rollouts, observer, token, shutdown)
     mount_metrics(app, StateReader(cp))
+    dashboard.mount(app)
     server = uvicorn.Server(
         uvicorn.Config(
             HostCheck(app, api_port),

@@ -162,5 +162,10 @@ class MetricsSampler:
                 out.extend(f"{svc}@{version}: {e}" for e in st.history[-1].errors)
         return out
 
+    def history(self, service: str, version: str) -> list[VersionSnapshot]:
+        """Every snapshot kept for a version, oldest first (the dashboard's charts)."""
+        st = self._states.get((service, version))
+        return list(st.history) if st else []
+
     def versions(self, service: str) -> list[str]:
         return sorted(v for (s, v) in self._states if s == service)

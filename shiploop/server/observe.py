@@ -13,6 +13,7 @@ from shiploop.naming import cluster_name
 from shiploop.server.controlplane import ControlPlane
 
 WINDOW_S = 10.0
+SERIES_S = 900.0  # the dashboard charts the last 15 minutes (server/traffic_series.py)
 
 
 class Observer:
@@ -20,7 +21,7 @@ class Observer:
         self.cp = cp
         self.clock = clock
         self._http = httpx.AsyncClient(timeout=1.0)
-        self.sampler = MetricsSampler(lambda: cp.gateway.admin, self._http, retention_s=120.0)
+        self.sampler = MetricsSampler(lambda: cp.gateway.admin, self._http, retention_s=SERIES_S)
         self._last = 0.0
 
     async def close(self) -> None:
