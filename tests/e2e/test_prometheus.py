@@ -26,7 +26,7 @@ CANARY_FAIL_RATE = 0.2
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Project]:
     if shutil.which("prometheus") is None:
-        pytest.skip("prometheus not installed (Debian: apt-get install prometheus; .ci/run does it)")
+        pytest.skip("prometheus not installed (Debian: apt-get install prometheus; make test does it as root)")
     p = Project(tmp_path / "proj")
     p.root.mkdir()
     (p.root / "shiploop.yaml").write_text("name: prom\n")

@@ -150,7 +150,7 @@ def test_daemon_and_envoy_metrics_during_a_canary(project: Project):
 def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        pytest.skip("promtool not installed (Debian: apt-get install prometheus; .ci/run does it)")
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus; make test does it as root)")
     return found
 
 
