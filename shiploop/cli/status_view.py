@@ -80,8 +80,11 @@ def status_parts(data: Status) -> list[Any]:
             )
             if t:
                 notes.extend(f"{svc.name}@{v.id}: metrics: {e}" for e in t.source_errors)
-            if v.last_exit_code is not None or v.last_log_line:
-                notes.append(f"{svc.name}@{v.id}: last exit {v.last_exit_code}: {v.last_log_line or ''}")
+            if v.restarts:  # a crash loop: how often, how it ended, what it said last
+                code = "unknown" if v.last_exit_code is None else v.last_exit_code
+                notes.append(
+                    f"{svc.name}@{v.id}: {v.restarts} restarts, last exit code {code}: {v.last_log_line or ''}"
+                )
         for hr in svc.header_routes:
             table.add_row("", hr.version, escape(f"header {hr.header}={hr.value}"), "-", "", "", "", "", "", "")
     parts.append(table)

@@ -276,3 +276,29 @@ def test_the_status_fast_path_prints_what_the_full_command_line_prints(capsys, m
     (fast_table, full_table), (fast_json, full_json) = outputs
     assert "3f9c2a1b7d04" in fast_table and fast_json == full_json
     assert [ln.rstrip() for ln in fast_table.splitlines()] == [ln.rstrip() for ln in full_table.splitlines()]
+
+
+def test_status_notes_a_crash_loop_and_nothing_for_a_quiet_replica():
+    from rich.console import Console
+
+    from shiploop.cli.status_view import status_parts
+    from shiploop.contract import Status
+
+    def version(vid: str, restarts: int, code: int | None, line: str) -> dict[str, object]:
+        return {"id": vid, "track": "stable", "weight": 50, "ready": 1, "replicas": 1, "state": "running",
+                "restarts": restarts, "last_exit_code": code, "last_log_line": line}  # fmt: skip
+
+    status = Status.model_validate(
+        {
+            "project": "p", "gateway": "http://127.0.0.1:8080", "generation": 1,
+            "services": [{"name": "web", "routes": [], "versions": [
+                version("aaaaaaaaaaaa", 0, None, "no output"), version("bbbbbbbbbbbb", 3, 1, "KeyError: 'DB'"),
+            ]}],
+        }  # fmt: skip
+    )
+    console = Console(width=200, record=True, color_system=None)
+    for part in status_parts(status):
+        console.print(part)
+    text = console.export_text()
+    assert "web@bbbbbbbbbbbb: 3 restarts, last exit code 1: KeyError: 'DB'" in text, text
+    assert "web@aaaaaaaaaaaa:" not in text, text  # a replica that never crashed gets no note
