@@ -22,7 +22,8 @@ PYTEST_WORKERS ?= 3
 test: $(STAMP) tools
 	$(BIN)/ruff check shiploop tests bench examples
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) -m 'not serial'
+	$(BIN)/pytest -q -m serial
 
 # Unit and integration tiers without the slow end-to-end tests.
 test-fast: $(STAMP) tools
