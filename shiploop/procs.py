@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from shiploop.errors import Unavailable
 
@@ -100,9 +101,33 @@ def reap_later(proc: subprocess.Popen[bytes]) -> None:
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
 
 
+# Ports we listen on are picked below the kernel's ephemeral range. A port from that range
+# (what binding port 0 returns) is also handed to outgoing connections, so one can take it
+# between our pick and our bind: a gateway restarted in a parallel test run lost its port so.
+_LISTEN_PORTS_FROM = 15000
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, picked at random below the ephemeral range."""
+    import random
     import socket
 
+    below = _ephemeral_range_start()
+    candidates = range(_LISTEN_PORTS_FROM, below) if below - _LISTEN_PORTS_FROM >= 1000 else range(0)
+    for port in random.sample(candidates, min(50, len(candidates))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from shiploop.procs import free_port, terminate_group
+from tests.daemon_helpers import Project, temp_project
 
 APPS = Path(__file__).parent / "apps"
 
@@ -74,6 +75,15 @@ def spawn_app(tmp_path: Path) -> Iterator[Callable[..., App]]:
     for app in started:
         terminate_group(app.proc.pid, 3)
         app.proc.wait(timeout=5)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    """An empty project driven through the real CLI; `down` at teardown, which must end
+    every process the store recorded. Modules that need services add them, or override
+    this fixture with one that takes it (`def project(project)`)."""
+    with temp_project(tmp_path / "proj") as p:
+        yield p
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,16 +75,47 @@ class Project:
 
     def envoy_info(self) -> dict[str, Any] | None:
         """The Envoy the store records: pid, start_time, admin_socket, log_path."""
-        rows = self._query("SELECT value FROM kv WHERE key='envoy'")
+        return self._kv_record("envoy")
+
+    def prometheus_info(self) -> dict[str, Any] | None:
+        """The Prometheus the store records (`up --prometheus`): pid, start_time, ..."""
+        return self._kv_record("prometheus")
+
+    def _kv_record(self, key: str) -> dict[str, Any] | None:
+        rows = self._query(f"SELECT value FROM kv WHERE key='{key}'")
         return dict(json.loads(rows[0][0])) if rows else None
 
     def recorded_processes(self) -> list[tuple[int, int]]:
-        """(pid, start time) of every replica and Envoy the store knows of."""
+        """(pid, start time) of every replica, Envoy and Prometheus the store knows of."""
         procs = [(int(p), int(s)) for p, s in self._query("SELECT pid, start_time FROM replicas") if p]
-        envoy = self.envoy_info()
-        if envoy:
-            procs.append((envoy["pid"], envoy["start_time"]))
+        for record in (self.envoy_info(), self.prometheus_info()):
+            if record:
+                procs.append((record["pid"], record["start_time"]))
         return procs
 
     def running(self, procs: list[tuple[int, int]]) -> list[tuple[int, int]]:
         return [p for p in procs if is_running(*p)]
+
+
+def create_project(root: Path, name: str = "testproj") -> Project:
+    """An empty project (a shiploop.yaml and nothing else) at `root`."""
+    p = Project(root)
+    p.root.mkdir(parents=True)
+    (p.root / "shiploop.yaml").write_text(f"name: {name}\n")
+    return p
+
+
+def take_down(p: Project) -> None:
+    """`shiploop down`, then fail if any process the store recorded still runs."""
+    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
+    p.cli("down", check=False)
+    assert p.running(procs) == [], "down left processes behind"
+
+
+@contextmanager
+def temp_project(root: Path, name: str = "testproj") -> Iterator[Project]:
+    p = create_project(root, name)
+    try:
+        yield p
+    finally:
+        take_down(p)

@@ -50,15 +50,6 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
-    p = Project(tmp_path / "proj")
-    p.root.mkdir()
-    (p.root / "shiploop.yaml").write_text("name: dashboard\n")
-    yield p
-    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
-    p.cli("down", check=False)
-    assert p.running(procs) == [], "down left processes behind"
 
 
 def weights(page: Any) -> dict[str, int]:

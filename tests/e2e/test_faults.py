@@ -24,7 +24,7 @@ import pytest
 from shiploop.loadgen import LoadGenerator, background_load
 from shiploop.procs import is_running
 from tests.conftest import wait_until
-from tests.daemon_helpers import SHIPLOOP, Project
+from tests.daemon_helpers import SHIPLOOP, Project, create_project, take_down
 from tests.faults import Losses, can_chattr, can_mount, fill, mount_tmpfs, set_immutable, store_files, unmount
 
 RPS = 100
@@ -36,18 +36,14 @@ pytestmark = pytest.mark.serial
 
 
 def new_project(root: Path) -> Project:
-    p = Project(root)
-    p.root.mkdir()
-    (p.root / "shiploop.yaml").write_text("name: faults\n")
+    p = create_project(root)
     p.add_service("echo", "/echo/")
     return p
 
 
-def take_down(p: Project) -> None:
+def restore_and_take_down(p: Project) -> None:
     set_immutable(store_files(p.root / ".shiploop"), on=False)
-    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
-    p.cli("down", check=False)
-    assert p.running(procs) == [], "down left processes behind"
+    take_down(p)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +51,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     p = new_project(tmp_path_factory.mktemp("faults") / "proj")
     p.cli("up", "--detach", "--port", str(p.port))
     yield p
-    take_down(p)
+    restore_and_take_down(p)
 
 
 class Scenario:
@@ -217,7 +213,7 @@ def tmpfs_project(tmp_path: Path) -> Iterator[Project]:
     mount_tmpfs(state, "48m")
     try:
         yield p
-        take_down(p)
+        restore_and_take_down(p)
     finally:
         unmount(state)
 

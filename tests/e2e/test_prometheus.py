@@ -3,12 +3,9 @@ queries per `version` label give the canary's request rate and 5xx share (issue 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,25 +24,11 @@ CANARY_FAIL_RATE = 0.5
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
+def project(project: Project) -> Project:
     if shutil.which("prometheus") is None:
         pytest.skip("prometheus not installed (Debian: apt-get install prometheus; make test does it as root)")
-    p = Project(tmp_path / "proj")
-    p.root.mkdir()
-    (p.root / "shiploop.yaml").write_text("name: prom\n")
-    p.add_service("echo", "/echo/")
-    yield p
-    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
-    prom = prometheus_record(p)
-    p.cli("down", check=False)
-    assert p.running(procs) == [], "down left processes behind"
-    if prom is not None:
-        assert not is_running(prom["pid"], prom["start_time"]), "down left prometheus running"
-
-
-def prometheus_record(p: Project) -> dict[str, Any] | None:
-    rows = p._query("SELECT value FROM kv WHERE key='prometheus'")
-    return dict(json.loads(rows[0][0])) if rows else None
+    project.add_service("echo", "/echo/")
+    return project
 
 
 def query(prom: str, promql: str) -> dict[str, float]:
@@ -111,12 +94,12 @@ def test_prometheus_scrapes_every_target_and_sees_the_canary_per_version(project
         assert set(app) == {canary} and app[canary] > 0
 
     # Supervised: killed, it is started again.
-    record = prometheus_record(project)
+    record = project.prometheus_info()
     assert record is not None
     os.kill(record["pid"], signal.SIGKILL)
 
     def restarted() -> dict[str, Any] | None:
-        now = prometheus_record(project)
+        now = project.prometheus_info()
         return now if now and now["pid"] != record["pid"] and is_running(now["pid"], now["start_time"]) else None
 
     wait_until(restarted, 15, interval=0.2, what="prometheus to be started again")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,6 @@ POLICY = """rollout:
 """
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
-    p = Project(tmp_path / "proj")
-    p.root.mkdir()
-    (p.root / "shiploop.yaml").write_text("name: incident\n")
-    yield p
-    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
-    p.cli("down", check=False)
-    assert p.running(procs) == [], "down left processes behind"
 
 
 def rollout_state(project: Project) -> dict[str, Any]:

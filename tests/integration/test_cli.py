@@ -18,21 +18,13 @@ import httpx
 import pytest
 
 from tests.conftest import wait_until
-from tests.daemon_helpers import SHIPLOOP, Project
+from tests.daemon_helpers import SHIPLOOP, Project, create_project, take_down
 
 
 def start_project(root: Path) -> Project:
-    p = Project(root)
-    p.root.mkdir(parents=True)
-    (p.root / "shiploop.yaml").write_text("name: clitest\n")
+    p = create_project(root)
     p.add_service("echo", "/echo/")
     return p
-
-
-def stop_project(p: Project) -> None:
-    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
-    p.cli("down", check=False)
-    assert p.running(procs) == [], "down left processes behind"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +35,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     try:
         yield p
     finally:
-        stop_project(p)
+        take_down(p)
 
 
 class Spawned:
@@ -228,7 +220,7 @@ def test_logs_and_events_read_from_disk_with_the_daemon_down(tmp_path: Path):
         p.cli("up", "--detach", "--port", str(p.port))
         stable = p.versions("echo")["stable"]["id"]
     finally:
-        stop_project(p)
+        take_down(p)
     out = p.cli("logs", "echo", "--version", stable[:6]).stdout
     assert f"echo@{stable} listening on" in out
     timeline = p.cli("events", "--json").stdout.splitlines()
@@ -249,7 +241,7 @@ def test_the_readme_path_init_anywhere_then_hello_without_a_slash(tmp_path: Path
             r = httpx.get(f"{p.url}{path}")
             assert r.status_code == 200 and r.text.startswith("hello from "), (path, r.status_code, r.text)
     finally:
-        stop_project(p)
+        take_down(p)
 
 
 def test_status_watch_redraws_until_ctrl_c(project: Project):

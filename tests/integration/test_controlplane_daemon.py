@@ -9,8 +9,6 @@ import shutil
 import signal
 import socket
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,15 +20,9 @@ from tests.daemon_helpers import Project
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
-    p = Project(tmp_path / "proj")
-    p.root.mkdir()
-    (p.root / "shiploop.yaml").write_text("name: testproj\n")
-    p.add_service("echo", "/echo/")
-    yield p
-    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
-    p.cli("down", check=False)
-    assert p.running(procs) == [], "down left processes behind"
+def project(project: Project) -> Project:
+    project.add_service("echo", "/echo/")
+    return project
 
 
 def desired_state(project: Project) -> dict[str, list[tuple[Any, ...]]]:

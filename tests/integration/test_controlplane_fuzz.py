@@ -11,8 +11,6 @@ import json
 import shutil
 import sqlite3
 import string
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -142,18 +140,12 @@ def published(project: Project) -> dict[str, Any]:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
-    p = Project(tmp_path / "proj")
-    p.root.mkdir()
-    (p.root / "shiploop.yaml").write_text("name: fuzz\n")
-    svc = p.root / "echo"
+def project(project: Project) -> Project:
+    svc = project.root / "echo"
     svc.mkdir()
     shutil.copy(APPS / "echo_app.py", svc / "app.py")
     (svc / "service.yaml").write_text(service_yaml("v1"))
-    yield p
-    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
-    p.cli("down", check=False)
-    assert p.running(procs) == [], "down left processes behind"
+    return project
 
 
 def test_random_config_is_refused_cleanly_or_served_exactly_never_wedged(project: Project):

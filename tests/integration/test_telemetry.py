@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,15 +32,9 @@ CANARY_POLICY = """rollout:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
-    p = Project(tmp_path / "proj")
-    p.root.mkdir()
-    (p.root / "shiploop.yaml").write_text("name: telemetry\n")
-    p.add_service("echo", "/echo/", extra=CANARY_POLICY)
-    yield p
-    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
-    p.cli("down", check=False)
-    assert p.running(procs) == [], "down left processes behind"
+def project(project: Project) -> Project:
+    project.add_service("echo", "/echo/", extra=CANARY_POLICY)
+    return project
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
