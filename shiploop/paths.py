@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shiploop.errors import Conflict, Invalid
+from shiploop.errors import Conflict, Invalid, ShiploopError
 from shiploop.procs import is_running
 
 STATE_DIR_NAME = ".shiploop"
@@ -166,3 +166,14 @@ def lock_project(paths: ProjectPaths) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def find_root(start: Path) -> Path:
+    """The nearest directory at or above `start` holding shiploop.yaml."""
+    for d in (start.resolve(), *start.resolve().parents):
+        if (d / "shiploop.yaml").exists():
+            return d
+    raise ShiploopError(
+        f"no shiploop.yaml in {start.resolve()} or above",
+        hint="run this inside a project, or create one with: shiploop init",
+    )

@@ -1,9 +1,6 @@
 """The CLI's side of the daemon API: find the daemon, call it, parse answers with the contract's models.
 
-A plain socket and one HTTP/1.1 exchange per call (Connection: close), not
-httpx or http.client: the CLI talks to one local daemon, and those imports
-(httpx ~80 ms; http.client pulls in ssl and email, ~30 ms) were paid by every
-`shiploop status` (issue 8, item 6).
+One HTTP/1.1 exchange per call on a plain socket (cli/wire.py).
 Errors come back as the contract's ErrorBody and are raised as the errors.py
 class of the same kind, so each keeps its exit code (2: the user can fix it,
 1: shiploop failed). A 500 names the daemon log, where its traceback is.
@@ -12,13 +9,13 @@ class of the same kind, so each keeps its exit code (2: the user can fix it,
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from shiploop.cli.wire import exchange
 from shiploop.contract import ErrorBody
 from shiploop.errors import ERROR_KINDS, ShiploopError
 from shiploop.paths import ProjectPaths, running_daemon
@@ -32,62 +29,6 @@ class DaemonFailed(ShiploopError):
 
     http_status = 500
     exit_code = 1
-
-
-def exchange(
-    address: tuple[str, int],
-    method: str,
-    target: str,
-    headers: dict[str, str],
-    body: bytes | None,
-    timeout_s: float,
-) -> tuple[int, bytes]:
-    """One HTTP/1.1 request on a fresh connection: (status, body). ValueError on a malformed answer."""
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {address[0]}:{address[1]}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    lines.append(f"Content-Length: {len(body or b'')}")
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-    with socket.create_connection(address, timeout=timeout_s) as sock:
-        sock.sendall(request)
-        chunks: list[bytes] = []
-        while data := sock.recv(65536):
-            chunks.append(data)
-    raw = b"".join(chunks)
-    head, sep, rest = raw.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    parts = status_line.split(" ", 2)
-    if not sep or len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise ValueError(f"not an HTTP answer: {status_line[:60]!r}")
-    fields = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
-    if "chunked" in fields.get("transfer-encoding", "").lower():
-        rest = _unchunk(rest)
-    elif "content-length" in fields:
-        rest = rest[: int(fields["content-length"])]
-    return int(parts[1]), rest
-
-
-def _unchunk(data: bytes) -> bytes:
-    out: list[bytes] = []
-    while True:
-        size_line, sep, data = data.partition(b"\r\n")
-        if not sep:
-            raise ValueError("truncated chunked body")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            return b"".join(out)
-        out.append(data[:size])
-        data = data[size + 2 :]
-
-
-def find_root(start: Path) -> Path:
-    """The nearest directory at or above `start` holding shiploop.yaml."""
-    for d in (start.resolve(), *start.resolve().parents):
-        if (d / "shiploop.yaml").exists():
-            return d
-    raise ShiploopError(
-        f"no shiploop.yaml in {start.resolve()} or above",
-        hint="run this inside a project, or create one with: shiploop init",
-    )
 
 
 def segment(text: str) -> str:

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from shiploop.cli.client import DaemonClient, find_root
+from shiploop.cli.client import DaemonClient
+from shiploop.paths import find_root
 
 
 def dashboard(

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from shiploop.cli.client import DaemonClient, find_root, segment
+from shiploop.cli.client import DaemonClient, segment
 from shiploop.cli.dashboard_cmd import dashboard
 from shiploop.cli.prometheus_cmd import prometheus_config_command
 from shiploop.cli.status_view import emit_json, id_column, render_status, show_status, status_view
@@ -39,7 +39,7 @@ from shiploop.contract import (
     Weights,
 )
 from shiploop.errors import Invalid, ShiploopError, Unavailable
-from shiploop.paths import ProjectPaths, running_daemon
+from shiploop.paths import ProjectPaths, find_root, running_daemon
 from shiploop.procs import free_port, is_running
 
 app = typer.Typer(

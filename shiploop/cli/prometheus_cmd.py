@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from shiploop.cli.client import find_root
-from shiploop.paths import state_dir_of
+from shiploop.paths import find_root, state_dir_of
 
 
 def prometheus_config_command(

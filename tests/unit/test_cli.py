@@ -214,27 +214,23 @@ def test_a_bug_in_a_command_is_one_line_exit_1(capsys, monkeypatch):
         run_app(buggy, err, ["boom"])
 
 
-def test_status_shows_daemon_text_literally_never_as_markup():
-    from rich.console import Console
+def test_status_shows_daemon_text_literally_never_as_markup_or_terminal_control():
+    from shiploop.cli.status_text import status_text
 
-    from shiploop.cli.status_view import status_parts
-    from shiploop.contract import Status
-
+    traffic = {"rps": 1.0, "window_s": 10, "source_errors": ["[bold]boom[/] at /metrics\x1b[2J"]}
     version = {"id": "3f9c2a1b7d04", "track": "stable", "weight": 100, "ready": 1, "replicas": 2, "state": "running",
-               "traffic": {"rps": 1.0, "window_s": 10, "source_errors": ["[bold]boom[/] at /metrics"]}}  # fmt: skip
-    status = Status.model_validate(
-        {
-            "project": "p", "gateway": "http://127.0.0.1:8080", "generation": 1,
-            "degraded": ["state store not writable: [Errno 30]"],
-            "services": [{"name": "web", "versions": [version], "routes": ["regex ^/a[0-9]+$"]}],
-        }  # fmt: skip
-    )
-    console = Console(width=200, record=True, color_system=None)
-    for part in status_parts(status):
-        console.print(part)
-    text = console.export_text()
-    for literal in ("[bold]boom[/] at /metrics", "[Errno 30]", "^/a[0-9]+$", "3f9c2a1b7d04"):
-        assert literal in text, text
+               "traffic": traffic}  # fmt: skip
+    status = {
+        "project": "p", "gateway": "http://127.0.0.1:8080", "generation": 1,
+        "degraded": ["state store not writable: [Errno 30]"],
+        "services": [{"name": "web", "versions": [version], "routes": ["regex ^/a[0-9]+$"]}],
+    }  # fmt: skip
+    for color in (False, True):
+        text = status_text(status, color)
+        for literal in ("[bold]boom[/] at /metrics?[2J", "[Errno 30]", "^/a[0-9]+$", "3f9c2a1b7d04"):
+            assert literal in text, text
+        assert "\x1b[2J" not in text
+    assert "\x1b[" not in status_text(status, color=False)
 
 
 def test_an_error_line_with_brackets_is_printed_as_is(capsys):
@@ -242,17 +238,28 @@ def test_an_error_line_with_brackets_is_printed_as_is(capsys):
     assert code == 2 and "'[bold]v=x'" in one_error_line(stderr)
 
 
-def test_the_status_fast_path_prints_what_the_full_command_line_prints(capsys, monkeypatch):
-    from shiploop.cli import entry, status_view
+def test_the_status_fast_path_prints_what_the_full_command_line_prints(capsys, monkeypatch, tmp_path):
+    import json as jsonlib
+
+    from shiploop.cli import entry, status_fast, status_view
     from shiploop.contract import Status
 
-    data = Status.model_validate(
-        {
-            "project": "p", "gateway": "http://127.0.0.1:8080", "generation": 2, "api": "http://127.0.0.1:5000",
-            "services": [{"name": "web", "versions": [{"id": "3f9c2a1b7d04", "track": "stable", "weight": 100,
-                                                       "ready": 2, "replicas": 2, "state": "running"}]}],
-        }  # fmt: skip
-    )
+    answer = {
+        "project": "p", "gateway": "http://127.0.0.1:8080", "generation": 2, "api": "http://127.0.0.1:5000",
+        "services": [{"name": "web", "versions": [{"id": "3f9c2a1b7d04", "track": "stable", "weight": 100,
+                                                   "ready": 2, "replicas": 2, "state": "running"}]}],
+    }  # fmt: skip
+    # What the daemon sends is the contract's dump (its response_model), so both paths see the same data.
+    wire = jsonlib.dumps(Status.model_validate(answer).model_dump(mode="json")).encode()
+    (tmp_path / "shiploop.yaml").write_text("name: p\n")
+    (tmp_path / ".shiploop").mkdir()
+    (tmp_path / ".shiploop" / "daemon.json").write_text('{"pid": 1, "start_time": 1, "api_port": 5000}')
+    monkeypatch.chdir(tmp_path)
+
+    def fake_exchange(address, method, target, headers, body, timeout_s):
+        assert (address, method, target, body) == (("127.0.0.1", 5000), "GET", "/v1/status", None)
+        assert "Authorization" not in headers  # reads are open: no token for whoever holds the port
+        return 200, wire
 
     class FakeClient:
         def __init__(self, root: Path) -> None:
@@ -260,10 +267,10 @@ def test_the_status_fast_path_prints_what_the_full_command_line_prints(capsys, m
 
         def get(self, model: type, path: str) -> Status:
             assert (model, path) == (Status, "/v1/status")
-            return data
+            return Status.model_validate(answer)
 
+    monkeypatch.setattr(status_fast, "exchange", fake_exchange)
     monkeypatch.setattr(status_view, "DaemonClient", FakeClient)
-    monkeypatch.setattr(status_view, "find_root", lambda start: start)
     outputs = []
     for argv in (["status"], ["status", "--json"]):
         monkeypatch.setattr("sys.argv", ["shiploop", *argv])
@@ -275,30 +282,42 @@ def test_the_status_fast_path_prints_what_the_full_command_line_prints(capsys, m
         outputs.append((fast, full))
     (fast_table, full_table), (fast_json, full_json) = outputs
     assert "3f9c2a1b7d04" in fast_table and fast_json == full_json
-    assert [ln.rstrip() for ln in fast_table.splitlines()] == [ln.rstrip() for ln in full_table.splitlines()]
+    assert fast_table == full_table
+
+
+def test_the_status_fast_path_steps_aside_when_it_cannot_answer(monkeypatch, tmp_path):
+    from shiploop.cli import status_fast
+
+    monkeypatch.chdir(tmp_path)
+    assert status_fast.fetch_status(tmp_path) is None  # no project
+    (tmp_path / "shiploop.yaml").write_text("name: p\n")
+    assert status_fast.fetch_status(tmp_path) is None  # no daemon record
+    (tmp_path / ".shiploop").mkdir()
+    (tmp_path / ".shiploop" / "daemon.json").write_text('{"pid": 1, "start_time": 1, "api_port": 5000}')
+    answers = [OSError("refused"), (503, b'{"kind": "Unavailable"}'), (200, b"<html>"), (200, b'{"x": 1}')]
+    for answer in answers:
+        def fake_exchange(*args, answer=answer):
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        monkeypatch.setattr(status_fast, "exchange", fake_exchange)
+        assert status_fast.fetch_status(tmp_path) is None, answer
 
 
 def test_status_notes_a_crash_loop_and_nothing_for_a_quiet_replica():
-    from rich.console import Console
-
-    from shiploop.cli.status_view import status_parts
-    from shiploop.contract import Status
+    from shiploop.cli.status_text import status_text
 
     def version(vid: str, restarts: int, code: int | None, line: str) -> dict[str, object]:
         return {"id": vid, "track": "stable", "weight": 50, "ready": 1, "replicas": 1, "state": "running",
                 "restarts": restarts, "last_exit_code": code, "last_log_line": line}  # fmt: skip
 
-    status = Status.model_validate(
-        {
-            "project": "p", "gateway": "http://127.0.0.1:8080", "generation": 1,
-            "services": [{"name": "web", "routes": [], "versions": [
-                version("aaaaaaaaaaaa", 0, None, "no output"), version("bbbbbbbbbbbb", 3, 1, "KeyError: 'DB'"),
-            ]}],
-        }  # fmt: skip
-    )
-    console = Console(width=200, record=True, color_system=None)
-    for part in status_parts(status):
-        console.print(part)
-    text = console.export_text()
+    status = {
+        "project": "p", "gateway": "http://127.0.0.1:8080", "generation": 1,
+        "services": [{"name": "web", "routes": [], "versions": [
+            version("aaaaaaaaaaaa", 0, None, "no output"), version("bbbbbbbbbbbb", 3, 1, "KeyError: 'DB'"),
+        ]}],
+    }  # fmt: skip
+    text = status_text(status)
     assert "web@bbbbbbbbbbbb: 3 restarts, last exit code 1: KeyError: 'DB'" in text, text
     assert "web@aaaaaaaaaaaa:" not in text, text  # a replica that never crashed gets no note
