@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,3 +230,67 @@ def start_fast_app(version: str, log_dir: Path, timeout_s: float = 10.0) -> AppP
             app.stop()
             raise RuntimeError(f"fast_app {version} did not listen within {timeout_s:g}s")
         time.sleep(0.02)
+
+
+@dataclass
+class StarterDaemon:
+    """A real shiploop daemon serving the `shiploop init` starter project."""
+
+    proc: subprocess.Popen[bytes]
+    root: Path
+    gateway_port: int
+    api: str  # http://127.0.0.1:PORT
+    token: str
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+
+@contextmanager
+def starter_daemon(work: Path, timeout_s: float = 60.0) -> Iterator[StarterDaemon]:
+    """Write the starter project under `work`, start its daemon on a free gateway port, and
+    yield once the daemon's record is live; at exit ask it to go down, and end whatever it
+    left running (replicas and Envoy, by the store's pids) if it crashed."""
+    import httpx
+
+    from shiploop.cli.starter import write_starter
+    from shiploop.paths import running_daemon, state_dir_of
+    from shiploop.server.controlplane import teardown_without_daemon
+
+    root = work / "project"
+    write_starter(root)
+    gateway_port = free_port()
+    log = work / "daemon.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shiploop.daemon", str(root), "--port", str(gateway_port)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    daemon: StarterDaemon | None = None
+    try:
+        deadline = time.monotonic() + timeout_s
+        while (info := running_daemon(root)) is None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the daemon did not come up within {timeout_s:g} s:\n{log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        token = (state_dir_of(root) / "token").read_text().strip()
+        daemon = StarterDaemon(proc, root, gateway_port, f"http://127.0.0.1:{info['api_port']}", token)
+        yield daemon
+    finally:
+        if daemon is not None:
+            try:
+                httpx.post(f"{daemon.api}/v1/down", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+            except httpx.HTTPError:
+                pass
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            terminate_group(proc.pid, 5)
+            proc.wait(timeout=5)
+        teardown_without_daemon(root)

@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,12 +31,8 @@ from typing import Any
 
 import httpx
 
-from bench.common import cpu_seconds, machine, print_header, table, write_results
-from shiploop.cli.starter import write_starter
+from bench.common import cpu_seconds, machine, print_header, starter_daemon, table, write_results
 from shiploop.loadgen import background_load
-from shiploop.paths import running_daemon, state_dir_of
-from shiploop.procs import free_port, terminate_group
-from shiploop.server.controlplane import teardown_without_daemon
 
 NAME = "dashboard_cost"
 RPS = 100
@@ -98,29 +92,11 @@ def measure(pid: int, seconds: float, during: Callable[[], AbstractContextManage
 
 
 def run(phase_s: float, rounds: int, use_browser: bool, work: Path) -> dict[str, Any]:
-    root = work / "project"
-    write_starter(root)
-    gateway_port = free_port()
-    log = work / "daemon.log"
-    with open(log, "ab") as out:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "shiploop.daemon", str(root), "--port", str(gateway_port)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    api_http: httpx.Client | None = None
-    try:
-        deadline = time.monotonic() + 60
-        while (info := running_daemon(root)) is None:
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the daemon did not come up:\n{log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        api = f"http://127.0.0.1:{info['api_port']}"
-        token = (state_dir_of(root) / "token").read_text().strip()
-        api_http = httpx.Client(base_url=api, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-        spec = root / "hello" / "service.yaml"
+    with starter_daemon(work) as daemon, httpx.Client(
+        base_url=daemon.api, headers={"Authorization": f"Bearer {daemon.token}"}, timeout=60
+    ) as api_http:
+        api = daemon.api
+        spec = daemon.root / "hello" / "service.yaml"
         spec.write_text(spec.read_text().replace("GREETING: hello", "GREETING: howdy"))
         api_http.post("/v1/services/hello/deploy", json={"weight": 10}).raise_for_status()
         chromium = find_chromium() if use_browser else None
@@ -131,11 +107,11 @@ def run(phase_s: float, rounds: int, use_browser: bool, work: Path) -> dict[str,
         if chromium:
             phases["browser"] = lambda: browser_page(api, chromium)
         cpu: dict[str, list[float]] = {k: [] for k in phases}
-        with background_load(f"http://127.0.0.1:{gateway_port}/hello/", rps=RPS) as load:
+        with background_load(f"{daemon.gateway}/hello/", rps=RPS) as load:
             load.wait_until(lambda r: r.total >= RPS, 10)
             for i in range(rounds):
                 for name, during in phases.items():
-                    used = measure(daemon.pid, phase_s, during)
+                    used = measure(daemon.proc.pid, phase_s, during)
                     cpu[name].append(used)
                     print(f"  round {i + 1}/{rounds} {name:8s} daemon CPU {used / phase_s * 100:5.1f}%", flush=True)
             report = load.report()
@@ -150,19 +126,6 @@ def run(phase_s: float, rounds: int, use_browser: bool, work: Path) -> dict[str,
             "daemon_cpu_percent": {k: round(sum(v) / (phase_s * rounds) * 100, 2) for k, v in cpu.items()},
             "extra_vs_off": {k: round((sum(v) - off) / off, 4) for k, v in cpu.items() if k != "off"},
         }
-    finally:
-        if api_http is not None:
-            try:
-                api_http.post("/v1/down")
-            except httpx.HTTPError:
-                pass
-            api_http.close()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            terminate_group(daemon.pid, 5)
-            daemon.wait(timeout=5)
-        teardown_without_daemon(root)
 
 
 def main() -> None:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -35,15 +33,12 @@ from typing import Any
 
 import httpx
 
-from bench.common import machine, print_header, start_fast_app, summary_ms, table, write_results
-from shiploop.cli.starter import write_starter
+from bench.common import machine, print_header, start_fast_app, starter_daemon, summary_ms, table, write_results
 from shiploop.gateway.gateway import Gateway
 from shiploop.gateway.model import Cluster, Endpoint, Match, Route, RoutingState, WeightedTarget
 from shiploop.gateway.render import VERSION_HEADER
 from shiploop.loadgen import HttpClient, RequestError
-from shiploop.paths import running_daemon, state_dir_of
-from shiploop.procs import free_port, terminate_group
-from shiploop.server.controlplane import teardown_without_daemon
+from shiploop.procs import free_port
 
 NAME = "reconfigure"
 POLL_INTERVAL_S = 0.001
@@ -173,66 +168,30 @@ async def gateway_variant(flips: int, work: Path) -> dict[str, Any]:
 
 
 async def api_variant(flips: int, work: Path) -> dict[str, Any]:
-    root = work / "project"
-    write_starter(root)
-    gateway_port = free_port()
-    log = work / "daemon.log"
-    with open(log, "ab") as out:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "shiploop.daemon", str(root), "--port", str(gateway_port)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    api: httpx.AsyncClient | None = None
-    try:
-        deadline = time.monotonic() + 60
-        while (info := running_daemon(root)) is None:
-            if daemon.poll() is not None:
-                raise RuntimeError(f"the daemon exited with {daemon.returncode}:\n{log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the daemon did not come up within 60 s:\n{log.read_text()[-2000:]}")
-            await asyncio.sleep(0.1)
-        token = (state_dir_of(root) / "token").read_text().strip()
-        api = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{info['api_port']}", headers={"Authorization": f"Bearer {token}"}, timeout=60
-        )
-        status = (await api.get("/v1/status")).raise_for_status().json()
-        stable = next(v["id"] for v in status["services"][0]["versions"] if v["track"] == "stable")
-        # A changed copy of the service: a new content-addressed version, deployed as canary at 0%.
-        spec = root / "hello" / "service.yaml"
-        spec.write_text(spec.read_text().replace("GREETING: hello", "GREETING: howdy"))
-        r = await api.post("/v1/services/hello/deploy", json={"weight": 0})
-        canary = r.raise_for_status().json()["version"]
-        print(f"  project up: hello@{stable} stable, hello@{canary} canary at 0%", flush=True)
-        ids = (canary, stable)
+    with starter_daemon(work) as daemon:
+        async with httpx.AsyncClient(
+            base_url=daemon.api, headers={"Authorization": f"Bearer {daemon.token}"}, timeout=60
+        ) as api:
+            status = (await api.get("/v1/status")).raise_for_status().json()
+            stable = next(v["id"] for v in status["services"][0]["versions"] if v["track"] == "stable")
+            # A changed copy of the service: a new content-addressed version, deployed as canary at 0%.
+            spec = daemon.root / "hello" / "service.yaml"
+            spec.write_text(spec.read_text().replace("GREETING: hello", "GREETING: howdy"))
+            r = await api.post("/v1/services/hello/deploy", json={"weight": 0})
+            canary = r.raise_for_status().json()["version"]
+            print(f"  project up: hello@{stable} stable, hello@{canary} canary at 0%", flush=True)
+            ids = (canary, stable)
 
-        async def change(i: int) -> None:
-            assert api is not None
-            weights = {ids[i % 2]: 100, ids[(i + 1) % 2]: 0}
-            resp = await api.post("/v1/services/hello/weights", json={"weights": weights})
-            resp.raise_for_status()
+            async def change(i: int) -> None:
+                weights = {ids[i % 2]: 100, ids[(i + 1) % 2]: 0}
+                resp = await api.post("/v1/services/hello/weights", json={"weights": weights})
+                resp.raise_for_status()
 
-        async with Poller(f"http://127.0.0.1:{gateway_port}/hello/") as poller:
-            rows = await flip_loop(poller, flips, (f"hello@{canary}", f"hello@{stable}"), change, pause_s=0.03)
-        result = summarize(rows, poller)
-        result["versions"] = {"stable": stable, "canary": canary}
-        return result
-    finally:
-        if api is not None:
-            try:
-                await api.post("/v1/down")
-            except httpx.HTTPError:
-                pass
-            await api.aclose()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            terminate_group(daemon.pid, 5)
-            daemon.wait(timeout=5)
-        # Whatever the daemon left running (if it crashed): replicas and Envoy, by the store's pids.
-        teardown_without_daemon(root)
+            async with Poller(f"{daemon.gateway}/hello/") as poller:
+                rows = await flip_loop(poller, flips, (f"hello@{canary}", f"hello@{stable}"), change, pause_s=0.03)
+            result = summarize(rows, poller)
+            result["versions"] = {"stable": stable, "canary": canary}
+            return result
 
 
 def main() -> None:
