@@ -27,7 +27,6 @@ import multiprocessing
 import socket
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,53 +35,15 @@ from fastapi import FastAPI
 
 from bench.common import cpu_seconds, machine, print_header, summary_ms, table, write_results
 from shiploop.daemon.hostcheck import HostCheck
-from shiploop.gateway.gateway import Durations
 from shiploop.naming import DeploymentState, RolloutState, Track
 from shiploop.procs import free_port
 from shiploop.store import DeploymentRow, Store
 from shiploop.telemetry.endpoint import mount_metrics
 from shiploop.telemetry.gather import StateReader
+from tests.plane_fakes import FakeGateway, FakePlane, FakeReplica, FakeRuntime
 
 NAME = "metrics_cost"
 TARGET_MS = 50.0
-
-
-@dataclass
-class FakeReplica:
-    service: str
-    version: str
-    ready: bool = True
-    restarts: int = 0
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.service, self.version)
-
-
-@dataclass
-class FakeRuntime:
-    replicas: list[FakeReplica] = field(default_factory=list)
-
-
-@dataclass
-class FakePublisher:
-    rejections: int = 0
-
-
-@dataclass
-class FakeGateway:
-    publish_seconds: Durations = field(default_factory=Durations)
-    publisher: FakePublisher = field(default_factory=FakePublisher)
-    restarts: int = 0
-
-
-@dataclass
-class FakePlane:
-    """What StateReader reads of the ControlPlane: its store, runtime and gateway."""
-
-    store: Store
-    runtime: FakeRuntime
-    gateway: FakeGateway
 
 
 def guardrail(name: str, tolerance: float) -> dict[str, Any]:

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shiploop.gateway.gateway import Durations
 from shiploop.naming import DeploymentState, RolloutState, Track
 from shiploop.store import DeploymentRow, Store
 from shiploop.telemetry.collector import exposition, registry_for
 from shiploop.telemetry.gather import StateReader
 from shiploop.telemetry.snapshot import GuardrailSample, HistogramSample, RolloutSample, Snapshot, VersionSample
+from tests.plane_fakes import FakeGateway, FakePlane, FakeReplica, FakeRuntime
 
 
 def snapshot(service: str = "web") -> Snapshot:
@@ -88,42 +87,6 @@ def test_families_carry_the_documented_names_and_labels():
     assert got[("shiploop_envoy_restarts_total", frozenset())] == 1
 
 
-@dataclass
-class Replica:
-    service: str
-    version: str
-    ready: bool
-    restarts: int
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.service, self.version)
-
-
-@dataclass
-class Runtime:
-    replicas: list[Replica] = field(default_factory=list)
-
-
-@dataclass
-class Publisher:
-    rejections: int = 0
-
-
-@dataclass
-class Gateway:
-    publish_seconds: Durations = field(default_factory=Durations)
-    publisher: Publisher = field(default_factory=Publisher)
-    restarts: int = 0
-
-
-@dataclass
-class Plane:
-    store: Store
-    runtime: Runtime
-    gateway: Gateway
-
-
 def test_reader_counts_decisions_as_events_arrive_and_keeps_ended_rollouts_an_hour(tmp_path: Path):
     store = Store(tmp_path / "state.db")
     now = time.time()
@@ -133,12 +96,12 @@ def test_reader_counts_decisions_as_events_arrive_and_keeps_ended_rollouts_an_ho
         ("api", "ccc", Track.STABLE),
     ):
         store.upsert_deployment(DeploymentRow(svc, version, track, 50, 2, {}, DeploymentState.RUNNING, now))
-    runtime = Runtime([Replica("web", "bbb", True, 1), Replica("web", "bbb", False, 2)])
+    runtime = FakeRuntime([FakeReplica("web", "bbb", True, 1), FakeReplica("web", "bbb", False, 2)])
     data = json.dumps({"policy": {}, "steps": []})
     old = store.insert_rollout("api", "ccc", "zzz", RolloutState.PROMOTED, data, now - 7200)
     rid = store.insert_rollout("web", "bbb", "aaa", RolloutState.PROGRESSING, data, now)
     store.event("web", "rollout-advance", "x", {"rollout": rid})
-    reader = StateReader(Plane(store, runtime, Gateway()))  # type: ignore[arg-type]  # what it reads
+    reader = StateReader(FakePlane(store, runtime, FakeGateway()))  # type: ignore[arg-type]  # what it reads
     snap = reader.snapshot()
     assert [r.rollout for r in snap.rollouts] == [rid]  # the one that ended two hours ago is not exported
     assert snap.rollouts[0].decisions == {"advance": 1}
