@@ -8,6 +8,7 @@ value is never kept, and never wedges the service.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import string
@@ -21,6 +22,8 @@ from hypothesis import strategies as st
 from tests.conftest import wait_until
 from tests.daemon_helpers import APPS, Project
 
+# 50 examples in `make test` (about 18 s); SHIPLOOP_FUZZ_EXAMPLES=1000 for a longer hunt.
+EXAMPLES = int(os.environ.get("SHIPLOOP_FUZZ_EXAMPLES", "50"))
 TCHAR = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
 header_names = st.one_of(
     st.text(alphabet=TCHAR, min_size=1, max_size=12),
@@ -167,7 +170,7 @@ def test_random_config_is_refused_cleanly_or_served_exactly_never_wedged(project
             assert not any(s in error for s in reached), f"a value reached Envoy before it was checked: {error}"
 
     @settings(
-        max_examples=100,
+        max_examples=EXAMPLES,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture],
         database=None,
