@@ -127,7 +127,7 @@ def test_dashboard_pages_follow_the_host_check(project: Project):
 
 
 def test_traffic_series_shows_the_load_sent(project: Project):
-    report = run_load_sync(LoadSpec(f"{project.url}/echo/x", rps=50, duration_s=12))
+    report = run_load_sync(LoadSpec(f"{project.url}/echo/x", rps=50, duration_s=3))
     base = api(project)
 
     def counted() -> int:
