@@ -23,7 +23,7 @@ from shiploop.daemon.app import create_app
 from shiploop.daemon.dashboard import Dashboard
 from shiploop.daemon.hostcheck import HostCheck
 from shiploop.daemon.rollouts import rollout_controller
-from shiploop.errors import ShiploopError
+from shiploop.errors import Invalid, ShiploopError
 from shiploop.paths import PRIVATE_UMASK, ProjectPaths, lock_project, running_daemon, secure_state_dir
 from shiploop.procs import free_port, process_start_time
 from shiploop.server.controlplane import ControlPlane
@@ -54,6 +54,12 @@ async def serve(root: Path, gateway_port: int | None, announce: bool, prometheus
     secure_state_dir(paths)
     cp = ControlPlane(root, gateway_port)
     prometheus_bin = PrometheusWiring.check(prometheus or cp.project.prometheus)  # missing: fail before starting
+    metrics = cp.project.metrics
+    if metrics.source == "prometheus" and metrics.url is None and prometheus_bin is None:
+        raise Invalid(
+            "shiploop.yaml: metrics.source is prometheus without a url, and no Prometheus is started",
+            hint="start one with it: shiploop up --prometheus (or set metrics.url in shiploop.yaml)",
+        )
     token = read_token(cp.state_dir)
     stop = asyncio.Event()
 
@@ -64,7 +70,8 @@ async def serve(root: Path, gateway_port: int | None, announce: bool, prometheus
         if announce:
             print(f"... {msg}", flush=True)
 
-    rollouts, readings = rollout_controller(cp)
+    prom: PrometheusWiring | None = None
+    rollouts, readings = rollout_controller(cp, lambda: prom.url if prom is not None else None)
     try:
         await cp.start(progress)
         await rollouts.resume_after_restart()
