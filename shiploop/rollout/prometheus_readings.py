@@ -5,8 +5,10 @@ scraped them from Envoy's stats listener and the replicas' /metrics
 (metrics.prometheus_counts): cumulative values, so the record, the deltas, the
 counter-reset rules and the verdicts work as with Envoy's own. Two differences:
 
-- counts are as of the last scrape (up to one scrape interval old); each
-  Reading's `ts` is that scrape's time, not the time of the read;
+- counts are as of a recent scrape (up to two scrape intervals old: both
+  versions are read as of the baseline's latest scrape, see
+  metrics.prometheus_counts); each Reading's `ts` is its scrape's time, not
+  the time of the read;
 - a step's first reading must not count traffic from before its weights
   changed, so with `fresh_after` the read waits (polling every 0.5 s) until
   both versions were scraped after that moment, at most two scrape intervals
@@ -25,7 +27,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from shiploop.metrics.prometheus_api import PrometheusClient, PrometheusQueryError
-from shiploop.metrics.prometheus_counts import AppCounts, app_query, parse_app, parse_traffic, traffic_query
+from shiploop.metrics.prometheus_counts import AppCounts, aligned_traffic, app_query, parse_app, traffic_query
 from shiploop.rollout.readings import Observation, Pair, Reading, ReadingUnavailable
 from shiploop.spec import RolloutPolicy
 
@@ -50,12 +52,15 @@ class PrometheusReadings:
         clock: Callable[[], float],
         scrape_interval_s: float = 5.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._url = url  # a callable: the Prometheus `up --prometheus` runs gets its address after we are made
         self._project = project
         self._clock = clock
         self._sleep = sleep
         self.max_wait_s = 2 * scrape_interval_s + 1.0
+        self.window_s = 3 * scrape_interval_s  # the raw samples asked for: two scrapes of each version at least
+        self._transport = transport  # tests replay recorded answers through one
         self._http: httpx.AsyncClient | None = None
 
     async def aclose(self) -> None:
@@ -67,7 +72,7 @@ class PrometheusReadings:
         if url is None:
             raise ReadingUnavailable("no prometheus to read: it is not running (see: shiploop status)")
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=2.0)
+            self._http = httpx.AsyncClient(timeout=2.0, transport=self._transport)
         return PrometheusClient(self._http, url)
 
     async def read(
@@ -101,7 +106,8 @@ class PrometheusReadings:
         client = self._client()
         versions = [candidate, baseline]
         try:
-            traffic = parse_traffic(await client.query(traffic_query(self._project, service, versions)))
+            answer = await client.query(traffic_query(self._project, service, versions, self.window_s))
+            traffic = aligned_traffic(answer, anchor=baseline)
         except PrometheusQueryError as e:
             raise ReadingUnavailable(f"prometheus: {e}") from e
         missing = [v for v in versions if v not in traffic]
