@@ -22,8 +22,8 @@ import uvicorn
 from shiploop.daemon.app import create_app
 from shiploop.daemon.dashboard import Dashboard
 from shiploop.daemon.hostcheck import HostCheck
-from shiploop.daemon.rollouts import rollout_controller
-from shiploop.errors import Invalid, ShiploopError
+from shiploop.daemon.rollouts import check_metrics_source, rollout_controller
+from shiploop.errors import ShiploopError
 from shiploop.paths import PRIVATE_UMASK, ProjectPaths, lock_project, running_daemon, secure_state_dir
 from shiploop.procs import free_port, process_start_time
 from shiploop.server.controlplane import ControlPlane
@@ -54,12 +54,7 @@ async def serve(root: Path, gateway_port: int | None, announce: bool, prometheus
     secure_state_dir(paths)
     cp = ControlPlane(root, gateway_port)
     prometheus_bin = PrometheusWiring.check(prometheus or cp.project.prometheus)  # missing: fail before starting
-    metrics = cp.project.metrics
-    if metrics.source == "prometheus" and metrics.url is None and prometheus_bin is None:
-        raise Invalid(
-            "shiploop.yaml: metrics.source is prometheus without a url, and no Prometheus is started",
-            hint="start one with it: shiploop up --prometheus (or set metrics.url in shiploop.yaml)",
-        )
+    check_metrics_source(cp.project.metrics, prometheus_started=prometheus_bin is not None)
     token = read_token(cp.state_dir)
     stop = asyncio.Event()
 

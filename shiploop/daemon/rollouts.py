@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shiploop.errors import ShiploopError
+from shiploop.errors import Invalid, ShiploopError
 from shiploop.rollout.controller import RolloutController
 from shiploop.rollout.envoy_readings import EnvoyReadings
 from shiploop.rollout.prometheus_readings import PrometheusReadings
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.specs import spec_from_json
-from shiploop.spec import RolloutPolicy, ServiceSpec
+from shiploop.spec import MetricsSpec, RolloutPolicy, ServiceSpec
 from shiploop.spec.models import default_route
 from shiploop.store import DeploymentRow
 
@@ -62,6 +62,15 @@ class ControlPlaneDeployments:
 
     async def rollback(self, service: str, reason: str) -> dict[str, Any]:
         return await self.cp.rollback(service, reason=reason)
+
+
+def check_metrics_source(metrics: MetricsSpec, prometheus_started: bool) -> None:
+    """Before anything starts: `source: prometheus` needs a url, or the Prometheus `up --prometheus` runs."""
+    if metrics.source == "prometheus" and metrics.url is None and not prometheus_started:
+        raise Invalid(
+            "shiploop.yaml: metrics.source is prometheus without a url, and no Prometheus is started",
+            hint="run: shiploop up --prometheus; or set metrics.url in shiploop.yaml",
+        )
 
 
 def rollout_controller(

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from shiploop.errors import ShiploopError
+from shiploop.daemon.rollouts import check_metrics_source
+from shiploop.errors import Invalid, ShiploopError
 from shiploop.metrics.prometheus_api import PrometheusQueryError, parse_answer
 from shiploop.metrics.prometheus_counts import REQUESTS, RESPONSES, aligned_traffic, app_query, parse_app, traffic_query
 from shiploop.naming import RolloutState
@@ -28,7 +29,7 @@ from shiploop.rollout import prometheus_readings
 from shiploop.rollout.controller import RolloutController
 from shiploop.rollout.prometheus_readings import PrometheusReadings
 from shiploop.rollout.readings import ReadingUnavailable
-from shiploop.spec import RolloutPolicy, load_project
+from shiploop.spec import MetricsSpec, RolloutPolicy, load_project
 from tests.unit.rollout_fakes import CANDIDATE, STABLE, Counter, FakeClock, FakeTraffic, Harness, fast_policy
 
 RECORDED = json.loads((Path(__file__).parent / "recorded" / "prometheus_answers.json").read_text())
@@ -391,3 +392,16 @@ def test_metrics_spec_defaults_to_envoy_and_takes_a_prometheus_url(tmp_path: Pat
     )
     m = load_project(tmp_path).metrics
     assert (m.source, m.url, m.scrape_interval) == ("prometheus", "http://127.0.0.1:9090", 15.0)
+
+
+def test_source_prometheus_needs_a_url_or_the_prometheus_up_runs():
+    metrics = MetricsSpec(source="prometheus")
+    with pytest.raises(Invalid) as e:
+        check_metrics_source(metrics, prometheus_started=False)
+    assert e.value.line() == (
+        "shiploop.yaml: metrics.source is prometheus without a url, and no Prometheus is started "
+        "(hint: run: shiploop up --prometheus; or set metrics.url in shiploop.yaml)"
+    )
+    check_metrics_source(metrics, prometheus_started=True)
+    check_metrics_source(MetricsSpec(source="prometheus", url="http://127.0.0.1:9090"), prometheus_started=False)
+    check_metrics_source(MetricsSpec(), prometheus_started=False)
