@@ -188,7 +188,8 @@ def test_a_failing_candidate_is_rolled_back_from_prometheus_as_from_envoy(projec
             envoy_count,
         )
     print(
-        f"decided from prometheus {step.ended_at - started:.1f} s after the weights were set, "
+        f"decided from prometheus {step.ended_at - started:.1f} s after the weights were set (its step "
+        f"began {step.started_at - started:.1f} s after them, at a scrape of both versions), "
         f"from envoy (replayed) {decided_at - started:.1f} s; step counts (requests, 5xx): "
         f"prometheus candidate {step.end.candidate.requests - step.start.candidate.requests}, "
         f"{step.end.candidate.errors - step.start.candidate.errors}"
