@@ -60,7 +60,7 @@ class EnvoySampler(threading.Thread):
         super().__init__(daemon=True)
         self.admin_socket = admin_socket
         self.interval_s = interval_s
-        self.samples: list[tuple[float, dict[str, Any]]] = []
+        self.samples: list[tuple[float, float, dict[str, Any]]] = []  # asked at, answered at, the counters
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
@@ -76,14 +76,17 @@ class EnvoySampler(threading.Thread):
             while not self.stop.is_set():
                 at = time.time()
                 stats = await admin.stats(r"^cluster\.echo_[0-9a-f]+\.(upstream_rq_completed|upstream_rq_5xx)$")
-                self.samples.append((at, stats))
+                self.samples.append((at, time.time(), stats))
                 await asyncio.sleep(self.interval_s)
         finally:
             await admin.close()
 
     def reading(self, version: str, at: float) -> Reading:
-        """The version's counters in the last sample taken at or before `at`."""
-        t, stats = max((s for s in self.samples if s[0] <= at), key=lambda s: s[0])
+        """The version's counters in the last sample answered by `at` (its `ts`: when it was asked for).
+
+        Envoy's counters only grow, so a scrape that began at `at` counted at least these.
+        """
+        t, _, stats = max((s for s in self.samples if s[1] <= at), key=lambda s: s[1])
         prefix = f"cluster.{cluster_name('echo', version)}."
         return Reading(
             t, int(stats.get(prefix + "upstream_rq_completed", 0)), int(stats.get(prefix + "upstream_rq_5xx", 0))
@@ -122,11 +125,11 @@ def judge_from_envoy(live: RolloutRecord, sampler: EnvoySampler, weights_set_at:
     def pair(at: float) -> Pair:
         return Pair(sampler.reading(live.candidate, at), sampler.reading(live.baseline, at))
 
-    first = next(t for t, _ in sampler.samples if t >= weights_set_at)
+    first = next(t for _, t, _ in sampler.samples if t >= weights_set_at)
     shadow.begin_step(0, first, pair(first))
     window: tuple[Reading, ...] = ()
     at = first + 1.0
-    while at <= sampler.samples[-1][0]:
+    while at <= sampler.samples[-1][1]:
         verdict = judge(shadow, Observation(pair(at)), at, window)
         apply(shadow, verdict)
         window = verdict.window
@@ -148,7 +151,7 @@ def test_a_failing_candidate_is_rolled_back_from_prometheus_as_from_envoy(projec
             load.wait_until(lambda r: r.total >= RPS, 10)
             r = project.cli("rollout", "echo", "--wait", "--json", check=False, timeout=60)
             done = time.time()  # one more Envoy sample past the decision:
-            wait_until(lambda: sampler.samples[-1][0] > done, 5, interval=0.05, what="an envoy sample")
+            wait_until(lambda: sampler.samples[-1][1] > done, 5, interval=0.05, what="an envoy sample")
     finally:
         sampler.stop.set()
         sampler.join(5)
