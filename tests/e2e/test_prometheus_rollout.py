@@ -117,15 +117,20 @@ def latest_rollout(project: Project) -> tuple[RolloutRecord, float]:
     return RolloutRecord.from_row(row), float(started["ts"])
 
 
-def judge_from_envoy(live: RolloutRecord, sampler: EnvoySampler, weights_set_at: float) -> tuple[Move, str, float]:
-    """The same rollout judged from Envoy's counters: its first step from a reading after the weights were
-    set (as the embedded source's controller does), then once a second, as the controller ticks."""
+def judge_from_envoy(live: RolloutRecord, sampler: EnvoySampler, deployed_at: float) -> tuple[Move, str, float, float]:
+    """The same rollout judged from Envoy's counters: its first step from a reading taken as the weights
+    were set (as the embedded source's controller does), then once a second, as the controller ticks."""
     shadow = RolloutRecord(0, live.service, live.candidate, live.baseline, live.policy, RolloutState.PROGRESSING, 0, 0)
 
     def pair(at: float) -> Pair:
         return Pair(sampler.reading(live.candidate, at), sampler.reading(live.baseline, at))
 
-    first = next(t for _, t, _ in sampler.samples if t >= weights_set_at)
+    # The candidate got no traffic before its weights were set (it is deployed at 0%): the step
+    # starts from the last sample before its first request, as the embedded source's would (at
+    # most a sample interval after the weights were set).
+    answered = [t for _, t, _ in sampler.samples if t >= deployed_at]
+    served = next(i for i, t in enumerate(answered) if sampler.reading(live.candidate, t).requests > 0)
+    first = answered[max(0, served - 1)]
     shadow.begin_step(0, first, pair(first))
     window: tuple[Reading, ...] = ()
     at = first + 1.0
@@ -134,7 +139,7 @@ def judge_from_envoy(live: RolloutRecord, sampler: EnvoySampler, weights_set_at:
         apply(shadow, verdict)
         window = verdict.window
         if verdict.move not in (Move.WATCH, Move.HOLDING):
-            return verdict.move, verdict.rule, at
+            return verdict.move, verdict.rule, first, at
         at += 1.0
     raise AssertionError("the embedded source's judge did not decide while the test sampled envoy")
 
@@ -163,7 +168,7 @@ def test_a_failing_candidate_is_rolled_back_from_prometheus_as_from_envoy(projec
     assert step.end is not None and step.ended_at is not None
 
     # The embedded source, on the same traffic, with the same judge: rolled back on the same rule.
-    move, rule, decided_at = judge_from_envoy(live, sampler, weights_set_at=started)
+    move, rule, weights_set, decided_at = judge_from_envoy(live, sampler, deployed_at=started)
     assert (move, rule) == (Move.ROLLBACK, "harm")
 
     # The counts Prometheus gave for the step are Envoy's counters at the same scrapes...
@@ -191,9 +196,9 @@ def test_a_failing_candidate_is_rolled_back_from_prometheus_as_from_envoy(projec
             envoy_count,
         )
     print(
-        f"decided from prometheus {step.ended_at - started:.1f} s after the weights were set (its step "
-        f"began {step.started_at - started:.1f} s after them, at a scrape of both versions), "
-        f"from envoy (replayed) {decided_at - started:.1f} s; step counts (requests, 5xx): "
-        f"prometheus candidate {step.end.candidate.requests - step.start.candidate.requests}, "
-        f"{step.end.candidate.errors - step.start.candidate.errors}"
+        f"decided from prometheus {step.ended_at - weights_set:.1f} s after the weights were set (its step "
+        f"began {step.started_at - weights_set:.1f} s after them, at a scrape of both versions), "
+        f"from envoy (replayed) {decided_at - weights_set:.1f} s; the step's counts from prometheus: "
+        f"candidate {step.end.candidate.requests - step.start.candidate.requests} requests, "
+        f"{step.end.candidate.errors - step.start.candidate.errors} 5xx"
     )
