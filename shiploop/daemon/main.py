@@ -22,7 +22,7 @@ import uvicorn
 from shiploop.daemon.app import create_app
 from shiploop.daemon.dashboard import Dashboard
 from shiploop.daemon.hostcheck import HostCheck
-from shiploop.daemon.rollouts import rollout_controller
+from shiploop.daemon.rollouts import check_metrics_source, rollout_controller
 from shiploop.errors import ShiploopError
 from shiploop.paths import PRIVATE_UMASK, ProjectPaths, lock_project, running_daemon, secure_state_dir
 from shiploop.procs import free_port, process_start_time
@@ -54,6 +54,7 @@ async def serve(root: Path, gateway_port: int | None, announce: bool, prometheus
     secure_state_dir(paths)
     cp = ControlPlane(root, gateway_port)
     prometheus_bin = PrometheusWiring.check(prometheus or cp.project.prometheus)  # missing: fail before starting
+    check_metrics_source(cp.project.metrics, prometheus_started=prometheus_bin is not None)
     token = read_token(cp.state_dir)
     stop = asyncio.Event()
 
@@ -64,7 +65,8 @@ async def serve(root: Path, gateway_port: int | None, announce: bool, prometheus
         if announce:
             print(f"... {msg}", flush=True)
 
-    rollouts, readings = rollout_controller(cp)
+    prom: PrometheusWiring | None = None
+    rollouts, readings = rollout_controller(cp, lambda: prom.url if prom is not None else None)
     try:
         await cp.start(progress)
         await rollouts.resume_after_restart()

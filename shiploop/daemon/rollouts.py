@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from shiploop.errors import ShiploopError
+from shiploop.errors import Invalid, ShiploopError
 from shiploop.rollout.controller import RolloutController
 from shiploop.rollout.envoy_readings import EnvoyReadings
+from shiploop.rollout.prometheus_readings import PrometheusReadings
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.specs import spec_from_json
-from shiploop.spec import RolloutPolicy, ServiceSpec
+from shiploop.spec import MetricsSpec, RolloutPolicy, ServiceSpec
 from shiploop.spec.models import default_route
 from shiploop.store import DeploymentRow
 
@@ -63,8 +64,34 @@ class ControlPlaneDeployments:
         return await self.cp.rollback(service, reason=reason)
 
 
-def rollout_controller(cp: ControlPlane) -> tuple[RolloutController, EnvoyReadings]:
-    """The controller the daemon runs, and its readings source (close it with `aclose` at shutdown)."""
+def check_metrics_source(metrics: MetricsSpec, prometheus_started: bool) -> None:
+    """Before anything starts: `source: prometheus` needs a url, or the Prometheus `up --prometheus` runs."""
+    if metrics.source == "prometheus" and metrics.url is None and not prometheus_started:
+        raise Invalid(
+            "shiploop.yaml: metrics.source is prometheus without a url, and no Prometheus is started",
+            hint="run: shiploop up --prometheus; or set metrics.url in shiploop.yaml",
+        )
+
+
+def rollout_controller(
+    cp: ControlPlane, managed_prometheus: Callable[[], str | None] = lambda: None
+) -> tuple[RolloutController, EnvoyReadings | PrometheusReadings]:
+    """The controller the daemon runs, and its readings source (close it with `aclose` at shutdown).
+
+    `managed_prometheus`: the URL of the Prometheus `up --prometheus` runs (None while there
+    is none), read by `metrics: {source: prometheus}` without a `url`.
+    """
     clock = cp.ctx.clock  # one clock for records, events and decisions
-    readings = EnvoyReadings(lambda: cp.gateway.admin, cp.runtime.endpoints, clock=clock)
+    metrics = cp.project.metrics
+    readings: EnvoyReadings | PrometheusReadings
+    if metrics.source == "prometheus":
+        url = metrics.url
+        readings = PrometheusReadings(
+            (lambda: url) if url is not None else managed_prometheus,
+            cp.project.name,
+            clock=clock,
+            scrape_interval_s=metrics.scrape_interval,
+        )
+    else:
+        readings = EnvoyReadings(lambda: cp.gateway.admin, cp.runtime.endpoints, clock=clock)
     return RolloutController(cp.store, ControlPlaneDeployments(cp), readings, clock=clock), readings

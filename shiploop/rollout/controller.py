@@ -152,7 +152,8 @@ class RolloutController:
             await self.deployments.set_weights(r.service, {r.candidate: weight, r.baseline: 100 - weight})
         elif policy.strategy == "ab" and policy.match is not None:
             await self.deployments.set_header_route(r.service, policy.match.header, policy.match.value, r.candidate)
-        start = await self._read_retrying(r)
+        # The step counts from a reading taken after its weights hold (a scraped source may wait for one).
+        start = await self._read_retrying(r, fresh_after=self.clock())
         now = self.clock()
         r.begin_step(k, now, start.readings)
         self._windows.pop(r.id, None)
@@ -168,20 +169,20 @@ class RolloutController:
             return f"requests with {policy.match.header}: {policy.match.value} to {r.candidate}"
         return f"a copy of all traffic to {r.candidate}; users see only {r.baseline}"
 
-    async def _read(self, r: RolloutRecord) -> Observation:
-        return await self.readings.read(r.service, r.candidate, r.baseline, r.policy)
+    async def _read(self, r: RolloutRecord, fresh_after: float | None = None) -> Observation:
+        return await self.readings.read(r.service, r.candidate, r.baseline, r.policy, fresh_after=fresh_after)
 
-    async def _read_retrying(self, r: RolloutRecord, attempts: int = 10) -> Observation:
+    async def _read_retrying(self, r: RolloutRecord, fresh_after: float, attempts: int = 10) -> Observation:
         """A step's starting point must be a real reading: retry briefly, then give up loudly."""
         for _ in range(attempts - 1):
             try:
-                return await self._read(r)
+                return await self._read(r, fresh_after)
             except ReadingUnavailable:
                 await self.sleep(0.2)
         try:
-            return await self._read(r)
+            return await self._read(r, fresh_after)
         except ReadingUnavailable as e:
-            raise Unavailable(f"cannot read {r.service}'s metrics from envoy: {e}") from e
+            raise Unavailable(f"cannot read {r.service}'s metrics: {e}") from e
 
     # -- the loop ------------------------------------------------------------------------------------------
 

@@ -35,8 +35,13 @@ class EnvoyReadings:
             self._http = httpx.AsyncClient(timeout=2.0)
         return self._http
 
-    async def read(self, service: str, candidate: str, baseline: str, policy: RolloutPolicy) -> Observation:
-        """Envoy first, then the apps: Envoy's counts are the evidence, the apps' add to it."""
+    async def read(
+        self, service: str, candidate: str, baseline: str, policy: RolloutPolicy, fresh_after: float | None = None
+    ) -> Observation:
+        """Envoy first, then the apps: Envoy's counts are the evidence, the apps' add to it.
+
+        Every reading is taken now, so it is always fresh (`fresh_after` needs nothing).
+        """
         now = self._clock()
         admin = self._admin()
         if admin is None:

@@ -46,8 +46,15 @@ class Deployments(Protocol):
 
 
 class ReadingSource(Protocol):
-    async def read(self, service: str, candidate: str, baseline: str, policy: RolloutPolicy) -> Observation:
-        """Cumulative readings of candidate and baseline now; raises ReadingUnavailable when there are none."""
+    async def read(
+        self, service: str, candidate: str, baseline: str, policy: RolloutPolicy, fresh_after: float | None = None
+    ) -> Observation:
+        """Cumulative readings of candidate and baseline now; raises ReadingUnavailable when there are none.
+
+        `fresh_after` (a step's first reading, just after its weights changed): counts taken after
+        that moment, so a step never counts traffic of the weights before. A source that reads
+        live counters (Envoy's) is always fresh; one that reads scraped ones may wait for a scrape.
+        """
         ...
 
 

@@ -11,6 +11,7 @@ import re
 import shlex
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
@@ -321,6 +322,38 @@ class GatewaySpec(SpecModel):
     """The port Envoy serves every service on, on 127.0.0.1 (`shiploop up --port N` overrides it)."""
 
 
+METRIC_SOURCES = ("envoy", "prometheus")
+
+
+def _check_prometheus_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise spec_issue(
+            f"invalid Prometheus url {url!r}: use http(s)://HOST:PORT, no query",
+            hint="e.g. url: http://127.0.0.1:9090",
+        )
+    return url.rstrip("/")
+
+
+class MetricsSpec(SpecModel):
+    """Where rollouts read their counts from (docs/metrics.md, "Rollouts judged from Prometheus")."""
+
+    source: Annotated[str, AfterValidator(lambda v: check_choice(v, METRIC_SOURCES, "metrics source"))] = "envoy"
+    """envoy: Envoy's own counters, read every second; prometheus: the same counters as a Prometheus scraped them."""
+    url: Annotated[str, AfterValidator(_check_prometheus_url)] | None = None
+    """For source prometheus: its base URL; unset: the Prometheus `shiploop up --prometheus` runs."""
+    scrape_interval: PositiveDuration = 5.0
+    """For source prometheus: how often it scrapes; a step's first reading waits up to twice this for fresh counts."""
+
+    @model_validator(mode="after")
+    def _url_needs_prometheus(self) -> MetricsSpec:
+        if self.url is not None and self.source != "prometheus":
+            raise spec_issue(
+                "url only applies to source: prometheus", hint="add source: prometheus, or remove url", field="url"
+            )
+        return self
+
+
 def default_route(name: str) -> dict[str, Any]:
     return {"prefix": f"/{name}/", "rewrite": "/"}
 
@@ -399,6 +432,8 @@ class ProjectSpec(SpecModel):
     """Defaults for every service."""
     prometheus: bool = False
     """Also run a Prometheus scraping the project (as `shiploop up --prometheus`; docs/metrics.md)."""
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    """Where rollouts read requests, 5xx, latency and app counters from."""
     # Set by the loader, never read from shiploop.yaml.
     root: Annotated[Path, Field(strict=False)] = Path(".")
     services: dict[str, ServiceSpec] = Field(default_factory=dict)

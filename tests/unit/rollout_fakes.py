@@ -193,7 +193,9 @@ class FakeTraffic:
         c = self.counter(version)
         return Reading(self.clock(), c.requests, c.errors, (), dict(c.app))
 
-    async def read(self, service: str, candidate: str, baseline: str, policy: RolloutPolicy) -> Observation:
+    async def read(
+        self, service: str, candidate: str, baseline: str, policy: RolloutPolicy, fresh_after: float | None = None
+    ) -> Observation:
         self.reads += 1
         if self.unavailable:
             raise ReadingUnavailable(self.unavailable)
