@@ -119,6 +119,7 @@ def create_app(
             raise StarletteHTTPException(401, "missing or wrong token: the CLI reads it from .shiploop/token")
 
     write = [Depends(authorized)]
+    app.state.write = write  # for routes mounted by other modules (daemon/experiments_api.py)
     # The daemon sets it once it listens: {"prometheus": URL or None} for status.
     app.state.status_links = dict
 

@@ -129,6 +129,7 @@ function envoy_on_request(handle)
   local arm = "control"
   if bucket(SALT .. ":" .. unit) < CUT then arm = "treatment" end
   local meta = handle:streamInfo():dynamicMetadata()
+  meta:set(NAMESPACE, "exp", SALT)
   meta:set(NAMESPACE, "unit", unit)
   meta:set(NAMESPACE, "arm", arm)
   if new then meta:set(NAMESPACE, "new", "1") end
@@ -192,6 +193,7 @@ def _meta(key: str) -> str:
 # One JSON line per exposure. Fields Envoy has no value for are null (events, new).
 LOG_FORMAT = {
     "t": "%START_TIME(%s.%3f)%",
+    "exp": _meta("exp"),
     "unit": _meta("unit"),
     "arm": _meta("arm"),
     "new": _meta("new"),

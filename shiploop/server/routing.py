@@ -86,8 +86,10 @@ def _specificity(route: Route) -> tuple[int, int]:
 
 def _assignment(svc: ServiceRouting) -> Assignment | None:
     exp = svc.experiment
-    placed = {p.version for p in svc.placements}
-    if exp is None or exp.control not in placed or exp.treatment not in placed:
+    tracks = {p.version: p.track for p in svc.placements}
+    # Only while control is stable and treatment the canary: a promote or rollback (by the
+    # experiment or by hand) ends the split in the same publish that moves the tracks.
+    if exp is None or tracks.get(exp.control) != Track.STABLE or tracks.get(exp.treatment) != Track.CANARY:
         return None
     name = svc.spec.name
     return Assignment(
