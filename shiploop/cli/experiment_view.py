@@ -132,9 +132,8 @@ def _svg_lines(series: list[tuple[str, str, list[tuple[float, float]]]], band: l
     for name, color, s in series:
         if s:
             pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
-            parts.append(
-                f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"><title>{html.escape(name)}</title></polyline>'
-            )
+            title = f"<title>{html.escape(name)}</title>"
+            parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2">{title}</polyline>')
     parts.append(f'<text x="{pad}" y="{h - 8}" font-size="11">0 s</text>')
     parts.append(f'<text x="{w - pad - 60}" y="{h - 8}" font-size="11">{x1 - x0:.0f} s</text>')
     parts.append(f'<text x="4" y="{sy(y1) + 4:.1f}" font-size="11">{y1:.3g}</text>')
@@ -174,6 +173,11 @@ def render_html(r: dict[str, Any]) -> str:
         for g in r.get("guardrails", [])
     )
     srm = r.get("srm_p")
+    if srm is None:
+        srm_text = "no units yet"
+    else:
+        verdict = "mismatch: the split is suspect" if srm < 0.001 else "units split as allocated"
+        srm_text = f"p = {srm:.3g} ({verdict})"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Experiment #{r["id"]} of {e(r["service"])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:720px;margin:2em auto;color:#222}}
@@ -192,7 +196,7 @@ table{{border-collapse:collapse;margin:.5em 0}}td,th{{border-bottom:1px solid #d
 {_svg_lines([("control", "#636363", units["control"]), ("treatment", "#e6550d", units["treatment"])], [])}
 <p>Grey: control; orange: the candidate.</p>
 <h2>Sample ratio</h2>
-<p>{"p = " + format(srm, ".3g") + (" (mismatch: the split is suspect)" if srm < 0.001 else " (units split as allocated)") if srm is not None else "no units yet"}</p>
+<p>{e(srm_text)}</p>
 <h2>Guardrails</h2>
 <table><tr><th>metric</th><th>detail</th><th>verdict</th></tr>{guards}</table>
 <h2>Secondary metrics</h2>
