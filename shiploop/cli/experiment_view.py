@@ -71,7 +71,7 @@ def render_status(s: dict[str, Any]) -> Group:
             )
         else:
             lines.append(f"secondary {m['metric']}: {m.get('note', 'not measured')}")
-    lines.append(f"decision: {s['decision']}: {s['reason']}")
+    lines.append(f"decision: {s['reason']}")
     return Group(head, table, Text("\n".join(lines)))
 
 
@@ -112,7 +112,7 @@ def _svg_lines(series: list[tuple[str, str, list[tuple[float, float]]]], band: l
     w, h, pad = 640, 220, 40
     xs = [p[0] for p in points]
     ys = [p[1] for p in points] + [0.0]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    x0, x1 = 0.0, max(max(xs), 1.0)  # seconds since the start
     y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
 
     def sx(x: float) -> float:

@@ -25,7 +25,12 @@ from shiploop.server.specs import spec_from_json
 from shiploop.store import ExperimentRow, Exposure
 
 LOG_POSITION_KEY = "experiments/log-position"
-POINT_EVERY_S = 5.0  # a point of the lift's history (the report's chart) at most this often
+
+
+def point_every_s(elapsed_s: float) -> float:
+    """How often a point of the lift's history (the report's chart) is kept: every second in the first
+    minute, then sparser, so a 14-day experiment keeps some thousands of points, not a million."""
+    return min(60.0, max(1.0, elapsed_s / 60.0))
 
 
 class ExperimentController:
@@ -112,6 +117,10 @@ class ExperimentController:
 
     def status(self, service: str) -> dict[str, Any]:
         row = self._latest(service)
+        if not row.running and row.result:
+            # The evidence the decision was taken on (lines logged while the ship or stop was
+            # being published are folded too, but do not change the result).
+            return {**row.result, "state": row.state, "ended_at": row.ended_at}
         status, _ = evaluate(self.store, row, self.clock())
         return status
 
@@ -192,18 +201,9 @@ class ExperimentController:
             self.cp.event(row.service, "experiment-ended", f"experiment #{row.id} ended by a promote or rollback")
             return
         status, verdict = evaluate(self.store, row, now)
-        if now - self._last_point.get(row.id, 0.0) >= POINT_EVERY_S:
+        if now - self._last_point.get(row.id, 0.0) >= point_every_s(now - row.started_at):
             self._last_point[row.id] = now
-            self.store.add_experiment_point(
-                row.id,
-                now,
-                {
-                    "units": {v["arm"]: v["units"] for v in status["variants"]},
-                    "values": {v["arm"]: v["value"] for v in status["variants"]},
-                    "lift": status["lift"]["absolute"],
-                    "interval": status["lift"]["interval"],
-                },
-            )
+            self._add_point(row, now, status)
         decision = verdict.decision
         if decision == ExperimentDecision.CONTINUE:
             return
@@ -219,8 +219,21 @@ class ExperimentController:
         }[decision]
         await self._end(row, state, verdict, status)
 
+    def _add_point(self, row: ExperimentRow, now: float, status: dict[str, Any]) -> None:
+        self.store.add_experiment_point(
+            row.id,
+            now,
+            {
+                "units": {v["arm"]: v["units"] for v in status["variants"]},
+                "values": {v["arm"]: v["value"] for v in status["variants"]},
+                "lift": status["lift"]["absolute"],
+                "interval": status["lift"]["interval"],
+            },
+        )
+
     async def _end(self, row: ExperimentRow, state: str, verdict: Verdict, status: dict[str, Any]) -> None:
         now = self.clock()
+        self._add_point(row, now, status)  # the chart ends where the decision was taken
         status = {**status, "decision": str(verdict.decision), "reason": verdict.reason}
         try:
             if state == "shipped":

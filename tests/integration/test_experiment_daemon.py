@@ -34,7 +34,9 @@ EXPERIMENT = """experiment:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     p = create_project(tmp_path_factory.mktemp("experiment") / "proj")
-    p.add_service("shop", "/shop/")
+    svc = p.add_service("shop", "/shop/")
+    # One replica a version: each start and stop is quicker, and nothing here needs two.
+    (svc / "service.yaml").write_text((svc / "service.yaml").read_text().replace("replicas: 2", "replicas: 1"))
     p.cli("up", "--detach", "--port", str(p.port))
     try:
         yield p
