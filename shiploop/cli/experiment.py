@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from shiploop.cli.client import DaemonClient, find_root, segment
+from shiploop.cli.client import DaemonClient, segment
 from shiploop.cli.status_view import emit_json
 from shiploop.errors import Invalid
+from shiploop.paths import find_root
 
 experiment_app = typer.Typer(
     help="Test a hypothesis: the candidate against stable on a sticky split of units, measured in the gateway.",
