@@ -5,18 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Query
-from pydantic import BaseModel
 
 from shiploop.analysis.experiment import plan_experiment
+from shiploop.contract import Experiment, ExperimentPlan, ExperimentStop, ExperimentSummary
 from shiploop.errors import Invalid, Unavailable
 from shiploop.experiments.controller import ExperimentController
 from shiploop.naming import Track
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import Observer
-
-
-class StopBody(BaseModel):
-    outcome: str  # ship | discard
 
 
 def _num(x: float) -> float | None:
@@ -26,29 +22,27 @@ def _num(x: float) -> float | None:
 def mount_experiments(app: FastAPI, cp: ControlPlane, experiments: ExperimentController, observer: Observer) -> None:
     write = app.state.write
 
-    @app.post("/v1/services/{service}/experiment", dependencies=write)
+    @app.post("/v1/services/{service}/experiment", dependencies=write, response_model=Experiment)
     async def start_experiment(service: str) -> dict[str, Any]:
         return await experiments.start(service)
 
-    @app.get("/v1/services/{service}/experiment")
+    @app.get("/v1/services/{service}/experiment", response_model=Experiment)
     async def experiment_status(service: str) -> dict[str, Any]:
         return experiments.status(service)
 
-    @app.get("/v1/services/{service}/experiment/report")
+    @app.get("/v1/services/{service}/experiment/report", response_model=Experiment)
     async def experiment_report(service: str) -> dict[str, Any]:
         return experiments.report(service)
 
-    @app.post("/v1/services/{service}/experiment/stop", dependencies=write)
-    async def stop_experiment(service: str, body: StopBody) -> dict[str, Any]:
-        if body.outcome not in ("ship", "discard"):
-            raise Invalid(f"unknown outcome '{body.outcome}'", hint=f"shiploop experiment stop {service} --ship")
+    @app.post("/v1/services/{service}/experiment/stop", dependencies=write, response_model=Experiment)
+    async def stop_experiment(service: str, body: ExperimentStop) -> dict[str, Any]:
         return await experiments.stop(service, ship=body.outcome == "ship")
 
-    @app.get("/v1/services/{service}/experiments")
+    @app.get("/v1/services/{service}/experiments", response_model=list[ExperimentSummary])
     async def experiment_history(service: str, limit: int = Query(20, ge=1, le=1000)) -> list[dict[str, Any]]:
         return experiments.history(service, limit)
 
-    @app.get("/v1/services/{service}/experiment/plan")
+    @app.get("/v1/services/{service}/experiment/plan", response_model=ExperimentPlan)
     async def experiment_plan(
         service: str, baseline: float | None = None, units_per_second: float | None = None
     ) -> dict[str, Any]:
