@@ -1,0 +1,452 @@
+"""Hypothesis experiments: the lift of a candidate over the control, with an interval you may watch.
+
+The unit of analysis is the unit of assignment (a visitor's cookie, a user id):
+each unit contributes one value per metric (1/0 for "had a signup", the sum of
+its purchase values), so units, not requests, are the independent draws.
+A per-unit ratio metric (Σx/Σd over units) is linearised by the delta method.
+
+The interval on the difference is a two-sided confidence sequence: with
+probability 1 - α it covers the true difference at every moment of the
+experiment at once, so looking every second never inflates the error. It is
+the normal-mixture boundary (Robbins; the mSPRT of Johari, Pekelis and Walsh
+inverted) on the score S = I·(d̂ - δ), I = 1/Var(d̂), with plug-in variances:
+the asymptotic confidence sequence of Waudby-Smith et al. (2023), "Time-uniform
+central limit theory and asymptotic confidence sequences". See
+`confidence_half_width` for the boundary and its tuning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shiploop.analysis.srm import srm_test
+
+# Below this many units in either variant no interval is given (it is infinite):
+# the CS is asymptotic, its variance a plug-in estimate, and with a handful of
+# units neither the estimate nor the normal approximation can be trusted.
+MIN_UNITS = 50
+
+
+@dataclass(frozen=True)
+class UnitSums:
+    """Sufficient statistics of one metric over the units of one variant.
+
+    Each unit i has a value x_i: for a conversion metric ({event: signup}) 1 if the unit had
+    at least one such event else 0; for {event: purchase, value: sum} the sum of its values.
+    For a per-unit ratio metric (Σx/Σd, delta method) each unit also has a denominator d_i.
+    """
+
+    units: int
+    x: float  # Σ x_i
+    xx: float  # Σ x_i²
+    d: float = 0.0  # Σ d_i      (ratio metrics only)
+    dd: float = 0.0  # Σ d_i²
+    xd: float = 0.0  # Σ x_i d_i
+    ratio: bool = False
+
+    @classmethod
+    def of_values(cls, values: Iterable[float]) -> UnitSums:
+        n, x, xx = 0, 0.0, 0.0
+        for v in values:
+            n += 1
+            x += v
+            xx += v * v
+        return cls(n, x, xx)
+
+    @classmethod
+    def of_ratios(cls, pairs: Iterable[tuple[float, float]]) -> UnitSums:
+        n, x, xx, d, dd, xd = 0, 0.0, 0.0, 0.0, 0.0, 0.0
+        for xi, di in pairs:
+            n += 1
+            x += xi
+            xx += xi * xi
+            d += di
+            dd += di * di
+            xd += xi * di
+        return cls(n, x, xx, d, dd, xd, ratio=True)
+
+    def __add__(self, other: UnitSums) -> UnitSums:
+        if self.ratio != other.ratio:
+            raise ValueError("cannot add a ratio metric's sums to a mean metric's")
+        return UnitSums(
+            self.units + other.units,
+            self.x + other.x,
+            self.xx + other.xx,
+            self.d + other.d,
+            self.dd + other.dd,
+            self.xd + other.xd,
+            self.ratio,
+        )
+
+    @property
+    def value(self) -> float:
+        """The metric: mean of x over units, or Σx/Σd for a ratio; nan when there is nothing to divide by."""
+        if self.ratio:
+            return self.x / self.d if self.d else math.nan
+        return self.x / self.units if self.units else math.nan
+
+    @property
+    def binary(self) -> bool:
+        """Every x_i is 0 or 1 as far as the sums tell (Σx² = Σx and 0 ≤ Σx ≤ n): a conversion metric."""
+        return not self.ratio and self.xx == self.x and 0 <= self.x <= self.units
+
+    def unit_variance(self) -> float:
+        """Sample variance of the unit's influence value, so that Var(value) ≈ unit_variance / units.
+
+        Mean metric: the sample variance of x. For a conversion metric the
+        variance is p̃(1-p̃) with p̃ = (x+1)/(n+2) when that is larger: never zero
+        before the first conversion, so an interval is never falsely narrow.
+        Ratio metric (delta method): the variance of (x_i - R d_i) / d̄ with
+        R = Σx/Σd, d̄ = Σd/n, i.e. (s_x² - 2R s_xd + R² s_d²) / d̄².
+        """
+        n = self.units
+        if n < 2:
+            return math.nan
+        if self.ratio:
+            if self.d == 0:
+                return math.nan
+            r = self.x / self.d
+            mean_d = self.d / n
+            s_xx = (self.xx - self.x * self.x / n) / (n - 1)
+            s_dd = (self.dd - self.d * self.d / n) / (n - 1)
+            s_xd = (self.xd - self.x * self.d / n) / (n - 1)
+            return max(s_xx - 2.0 * r * s_xd + r * r * s_dd, 0.0) / (mean_d * mean_d)
+        s2 = max((self.xx - self.x * self.x / n) / (n - 1), 0.0)
+        if self.binary:
+            p = (self.x + 1.0) / (n + 2.0)
+            s2 = max(s2, p * (1.0 - p))
+        return s2
+
+    def variance_of_value(self) -> float:
+        """Var(value): unit_variance / units (nan below two units)."""
+        v = self.unit_variance()
+        return v / self.units if self.units >= 2 else math.nan
+
+
+@dataclass(frozen=True)
+class Lift:
+    control: float  # metric value of the control (stable) variant
+    treatment: float  # of the candidate
+    absolute: float  # treatment - control
+    relative: float | None  # absolute / control (None when control is 0)
+    interval: tuple[float, float]  # always-valid two-sided (1-alpha) confidence sequence on `absolute`
+    relative_interval: tuple[float, float] | None
+    chance_to_beat: float | None  # Bayesian P(treatment > control): shown, never the decision rule
+    # Added beyond the shared interface (exp-stats): the evidence behind the interval.
+    standard_error: float = math.nan  # of `absolute`
+    alpha: float = 0.05
+    tau: float = math.nan  # the mixture's scale, in the metric's units (see confidence_half_width)
+
+
+_Z_TABLE: dict[float, float] = {}
+
+
+def normal_cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def normal_quantile(p: float) -> float:
+    """Φ⁻¹(p) by bisection on erfc (exact to 1e-12; only called a few times per plan)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if p in _Z_TABLE:
+        return _Z_TABLE[p]
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if normal_cdf(mid) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-13:
+            break
+    _Z_TABLE[p] = (lo + hi) / 2.0
+    return _Z_TABLE[p]
+
+
+def mixture_constant(alpha: float) -> float:
+    """c(α) = 2 log(1/α) + log(1 + 2 log(1/α)): the ρ² t* of Waudby-Smith et al.'s tuning (≈ 7.94 at α = 0.05)."""
+    a = 2.0 * math.log(1.0 / alpha)
+    return a + math.log(1.0 + a)
+
+
+def tau_for_mde(mde: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The mixture scale τ that makes the CS tightest where a fixed-horizon test would detect `mde`.
+
+    A fixed-horizon two-sided test at α with `power` against `mde` needs the
+    information I* = ((z_{1-α/2} + z_power) / mde)². The boundary's width at
+    information I is smallest relative to 1/√I at I = c(α) / τ² (Waudby-Smith
+    et al., eq. for the optimal ρ), so τ² = c(α) / I*. At α = 0.05, power 0.8:
+    τ = mde · √(7.94 / 7.85) ≈ 1.006 · mde: the mixture is centred on
+    effects the size of the MDE, as Johari et al. advise.
+    """
+    z = normal_quantile(1.0 - alpha / 2.0) + normal_quantile(power)
+    return abs(mde) * math.sqrt(mixture_constant(alpha)) / z
+
+
+def confidence_half_width(information: float, tau: float, alpha: float) -> float:
+    """Half-width of the two-sided normal-mixture confidence sequence on an effect with information I.
+
+    With S = I (d̂ - δ) ~ N(0, I) under the true difference δ (I = 1/Var(d̂)),
+    the likelihood ratio of δ + θ against δ, mixed over θ ~ N(0, τ²), is
+
+        Λ = (1 + I τ²)^(-1/2) · exp(τ² S² / (2 (1 + I τ²)))
+
+    a nonnegative martingale in I with mean 1, so by Ville's inequality
+    P(Λ ever ≥ 1/α) ≤ α. Inverting Λ < 1/α for δ gives |d̂ - δ| < h with
+
+        h = sqrt( (1 + I τ²) / (I² τ²) · (log(1 + I τ²) + 2 log(1/α)) ).
+
+    (The exact Gaussian-increment case; with plug-in variances it holds
+    asymptotically, Waudby-Smith et al. 2023, Theorem 2.2 and eq. (13).)
+    """
+    if not information > 0.0 or not tau > 0.0 or math.isinf(information):
+        return math.inf if not information > 0.0 else 0.0
+    r = information * tau * tau
+    return math.sqrt((1.0 + r) / (information * r) * (math.log1p(r) + 2.0 * math.log(1.0 / alpha)))
+
+
+def _default_tau(control: UnitSums, treatment: UnitSums, alpha: float) -> float:
+    """Without an MDE: tune for an effect of a tenth of a standard deviation of the unit values.
+
+    The scale is a property of the metric (pooled unit standard deviation, which
+    converges), not of the effect seen so far, so the tuning does not chase the
+    data. A tenth of a standard deviation is a typical product effect (a 0.03
+    absolute change of a 10% conversion rate).
+    """
+    v = [s.unit_variance() for s in (control, treatment) if s.units >= 2]
+    v = [x for x in v if math.isfinite(x) and x > 0.0]
+    sd = math.sqrt(sum(v) / len(v)) if v else 1.0
+    return tau_for_mde(0.1 * sd, alpha)
+
+
+def _lift_from(c: float, t: float, var_c: float, var_t: float, enough: bool, alpha: float, tau: float) -> Lift:
+    absolute = t - c
+    relative = absolute / c if c not in (0.0,) and math.isfinite(c) else None
+    var = var_c + var_t
+    if not enough or not math.isfinite(var) or var <= 0.0:
+        return Lift(c, t, absolute, relative, (-math.inf, math.inf), None, None, math.nan, alpha, tau)
+    se = math.sqrt(var)
+    h = confidence_half_width(1.0 / var, tau, alpha)
+    rel_interval: tuple[float, float] | None = None
+    if relative is not None:
+        # Delta method for t/c - 1: Var ≈ var_t/c² + t² var_c/c⁴, with the same
+        # mixture rescaled to relative units (τ / |c|).
+        var_rel = var_t / (c * c) + t * t * var_c / c**4
+        if var_rel > 0.0:
+            h_rel = confidence_half_width(1.0 / var_rel, tau / abs(c), alpha)
+            rel_interval = (relative - h_rel, relative + h_rel)
+    chance = normal_cdf(absolute / se)
+    return Lift(c, t, absolute, relative, (absolute - h, absolute + h), rel_interval, chance, se, alpha, tau)
+
+
+def estimate_lift(control: UnitSums, treatment: UnitSums, *, alpha: float = 0.05, mde: float | None = None) -> Lift:
+    """The lift of `treatment` over `control`, with its always-valid interval.
+
+    `mde` (absolute, in the metric's units) tunes the mixture (`tau_for_mde`);
+    without it the mixture is tuned to a tenth of the unit standard deviation.
+    The interval is infinite until both variants have MIN_UNITS units.
+    """
+    tau = tau_for_mde(mde, alpha) if mde else _default_tau(control, treatment, alpha)
+    enough = min(control.units, treatment.units) >= MIN_UNITS
+    return _lift_from(
+        control.value,
+        treatment.value,
+        control.variance_of_value(),
+        treatment.variance_of_value(),
+        enough,
+        alpha,
+        tau,
+    )
+
+
+def count_ratio_lift(
+    control_num: float,
+    control_den: float,
+    treatment_num: float,
+    treatment_den: float,
+    *,
+    alpha: float = 0.05,
+) -> Lift:
+    """Lift of a request-level ratio from app counters ({app: checkout_total/visits_total}), no per-unit data.
+
+    Each request is taken as an independent trial: binomial variance where the
+    ratio is a share (num ≤ den), Poisson (num / den²) otherwise. Requests of
+    one unit are correlated, so this interval is narrower than a unit-level one
+    would be: shown for information, never the primary metric.
+    """
+
+    def var(num: float, den: float) -> float:
+        if den <= 0:
+            return math.nan
+        if 0 <= num <= den:
+            p = (num + 1.0) / (den + 2.0)
+            return p * (1.0 - p) / den
+        return max(num, 1.0) / (den * den)
+
+    c = control_num / control_den if control_den else math.nan
+    t = treatment_num / treatment_den if treatment_den else math.nan
+    var_c, var_t = var(control_num, control_den), var(treatment_num, treatment_den)
+    enough = min(control_den, treatment_den) >= MIN_UNITS
+    sd = math.sqrt(max(var_c * control_den, var_t * treatment_den, 0.0)) if enough else 1.0
+    tau = tau_for_mde(0.1 * sd if sd > 0 else 1.0, alpha)
+    return _lift_from(c, t, var_c, var_t, enough, alpha, tau)
+
+
+def sample_ratio_p(control_units: int, treatment_units: int, allocation_percent: float) -> float:
+    """Anytime-valid p-value that units split as allocated (shiploop.analysis.srm, Dirichlet-multinomial)."""
+    if not 0.0 < allocation_percent < 100.0:
+        raise ValueError(f"allocation must be between 0 and 100 percent, got {allocation_percent}")
+    result = srm_test(
+        {"control": control_units, "treatment": treatment_units},
+        {"control": 100.0 - allocation_percent, "treatment": allocation_percent},
+    )
+    return result.p_value
+
+
+class ExperimentDecision(StrEnum):
+    SHIP = "ship"
+    STOP = "stop"
+    CONTINUE = "continue"
+    INCONCLUSIVE = "inconclusive"
+    HOLD = "hold"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: ExperimentDecision
+    reason: str  # one plain sentence a product manager can read
+
+
+def _pct(v: float) -> str:
+    return f"{v:+.4g}"
+
+
+def decide(
+    primary: Lift,
+    *,
+    mde: float,
+    guardrail_harm: str | None,
+    srm_p: float | None,
+    elapsed_s: float,
+    max_duration_s: float,
+    srm_threshold: float = 0.001,
+) -> Verdict:
+    """The decision so far, in the issue's order of precedence.
+
+    Guardrail harm stops at once; a sample-ratio mismatch holds (the comparison
+    itself is suspect, so no verdict is trusted); then ship when the interval's
+    lower bound is above 0, stop when its upper bound is below -mde;
+    inconclusive at max_duration; otherwise continue.
+    """
+    lo, hi = primary.interval
+    interval = f"[{_pct(lo)}, {_pct(hi)}]"
+    if guardrail_harm:
+        return Verdict(ExperimentDecision.STOP, f"Stopped: the candidate harms a guardrail ({guardrail_harm}).")
+    if srm_p is not None and srm_p < srm_threshold:
+        return Verdict(
+            ExperimentDecision.HOLD,
+            f"Held: units did not split as allocated (sample-ratio p = {srm_p:.2g}), so the comparison is suspect.",
+        )
+    if lo > 0.0:
+        return Verdict(
+            ExperimentDecision.SHIP,
+            f"Ship: the candidate raises the primary metric by {_pct(primary.absolute)} (95% interval {interval}).",
+        )
+    if hi < -abs(mde):
+        return Verdict(
+            ExperimentDecision.STOP,
+            f"Stopped: the candidate lowers the primary metric by more than the MDE {abs(mde):g} "
+            f"(interval {interval}).",
+        )
+    if elapsed_s >= max_duration_s:
+        return Verdict(
+            ExperimentDecision.INCONCLUSIVE,
+            f"Inconclusive: no lift shown within the maximum duration (interval {interval}).",
+        )
+    return Verdict(
+        ExperimentDecision.CONTINUE,
+        f"Continue: the interval {interval} still includes no lift.",
+    )
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    baseline: float
+    mde: float
+    units_per_second: float
+    allocation_percent: float
+    fixed_units: int  # fixed-horizon, power 0.8, two-sided alpha
+    fixed_seconds: float
+    sequential_units: int  # expected/conservative for the confidence sequence
+    sequential_seconds: float
+
+
+def _information_per_unit(baseline: float, mde: float, allocation_percent: float) -> float:
+    """I / N for N units in total at the given split: 1 / (p_c q_c / (1-a) + p_t q_t / a)."""
+    a = allocation_percent / 100.0
+    p_c = baseline
+    p_t = min(max(baseline + mde, 0.0), 1.0)
+    return 1.0 / (p_c * (1.0 - p_c) / (1.0 - a) + p_t * (1.0 - p_t) / a)
+
+
+def plan_experiment(
+    baseline: float,
+    mde: float,
+    units_per_second: float,
+    allocation_percent: float,
+    *,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> ExperimentPlan:
+    """How many units (both variants together) and how long until `mde` on a conversion `baseline` shows.
+
+    Fixed horizon: the unpooled two-proportion z-test, two-sided at α,
+    N = (z_{1-α/2} + z_power)² / (mde² · J) with J = 1 / (p_c q_c/(1-a) + p_t q_t/a)
+    the information per unit (a = allocation), p_t = baseline + mde.
+
+    Sequential: the smallest N at which the confidence sequence, looked at once
+    at N, excludes 0 with probability `power` when the true lift is `mde`:
+    (mde - h(N J)) · sqrt(N J) ≥ z_power, with h the half-width of
+    `confidence_half_width` tuned by `tau_for_mde(mde)`. This is conservative:
+    an experiment watched continuously may cross earlier (the bench measures
+    the stopping time), and it is what the CS costs for the right to look
+    (about 1.6-2x the fixed horizon at α = 0.05).
+    """
+    if not 0.0 < baseline < 1.0:
+        raise ValueError(f"baseline must be a rate between 0 and 1, got {baseline}")
+    if mde == 0.0 or not 0.0 < baseline + mde < 1.0:
+        raise ValueError(f"mde must be nonzero and keep the rate between 0 and 1, got {mde}")
+    if not 0.0 < allocation_percent < 100.0:
+        raise ValueError(f"allocation must be between 0 and 100 percent, got {allocation_percent}")
+    j = _information_per_unit(baseline, mde, allocation_percent)
+    z_a = normal_quantile(1.0 - alpha / 2.0)
+    z_b = normal_quantile(power)
+    fixed = math.ceil((z_a + z_b) ** 2 / (mde * mde * j))
+    tau = tau_for_mde(mde, alpha, power)
+
+    def enough(n: float) -> bool:
+        info = n * j
+        return (abs(mde) - confidence_half_width(info, tau, alpha)) * math.sqrt(info) >= z_b
+
+    lo, hi = float(fixed), float(fixed)
+    while not enough(hi):
+        lo, hi = hi, hi * 2.0
+    while hi - lo > 0.5:
+        mid = (lo + hi) / 2.0
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    sequential = math.ceil(hi)
+    rate = units_per_second
+    return ExperimentPlan(
+        baseline=baseline,
+        mde=mde,
+        units_per_second=rate,
+        allocation_percent=allocation_percent,
+        fixed_units=fixed,
+        fixed_seconds=fixed / rate if rate > 0 else math.inf,
+        sequential_units=sequential,
+        sequential_seconds=sequential / rate if rate > 0 else math.inf,
+    )
