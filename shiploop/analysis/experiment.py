@@ -21,6 +21,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+import numpy as np
 
 from shiploop.analysis.srm import srm_test
 
@@ -96,29 +99,21 @@ class UnitSums:
     def unit_variance(self) -> float:
         """Sample variance of the unit's influence value, so that Var(value) ≈ unit_variance / units.
 
-        Mean metric: the sample variance of x. For a conversion metric the
-        variance is p̃(1-p̃) with p̃ = (x+1)/(n+2) when that is larger: never zero
-        before the first conversion, so an interval is never falsely narrow.
-        Ratio metric (delta method): the variance of (x_i - R d_i) / d̄ with
-        R = Σx/Σd, d̄ = Σd/n, i.e. (s_x² - 2R s_xd + R² s_d²) / d̄².
+        Mean metric: `mean_unit_variance`. Ratio metric (delta method): the
+        variance of (x_i - R d_i) / d̄ with R = Σx/Σd, d̄ = Σd/n, i.e.
+        (s_x² - 2R s_xd + R² s_d²) / d̄².
         """
         n = self.units
-        if n < 2:
+        if not self.ratio:
+            return float(mean_unit_variance(n, self.x, self.xx, self.binary))
+        if n < 2 or self.d == 0:
             return math.nan
-        if self.ratio:
-            if self.d == 0:
-                return math.nan
-            r = self.x / self.d
-            mean_d = self.d / n
-            s_xx = (self.xx - self.x * self.x / n) / (n - 1)
-            s_dd = (self.dd - self.d * self.d / n) / (n - 1)
-            s_xd = (self.xd - self.x * self.d / n) / (n - 1)
-            return max(s_xx - 2.0 * r * s_xd + r * r * s_dd, 0.0) / (mean_d * mean_d)
-        s2 = max((self.xx - self.x * self.x / n) / (n - 1), 0.0)
-        if self.binary:
-            p = (self.x + 1.0) / (n + 2.0)
-            s2 = max(s2, p * (1.0 - p))
-        return s2
+        r = self.x / self.d
+        mean_d = self.d / n
+        s_xx = (self.xx - self.x * self.x / n) / (n - 1)
+        s_dd = (self.dd - self.d * self.d / n) / (n - 1)
+        s_xd = (self.xd - self.x * self.d / n) / (n - 1)
+        return max(s_xx - 2.0 * r * s_xd + r * r * s_dd, 0.0) / (mean_d * mean_d)
 
     def variance_of_value(self) -> float:
         """Var(value): unit_variance / units (nan below two units)."""
@@ -138,7 +133,29 @@ class Lift:
     # Added beyond the shared interface (exp-stats): the evidence behind the interval.
     standard_error: float = math.nan  # of `absolute`
     alpha: float = 0.05
-    tau: float = math.nan  # the mixture's scale, in the metric's units (see confidence_half_width)
+    tau: float = math.nan  # the mixture's scale, in the metric's units (see half_width)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: every non-finite number (an interval before MIN_UNITS, a nan value) becomes None."""
+
+        def num(v: float | None) -> float | None:
+            return v if v is not None and math.isfinite(v) else None
+
+        def pair(p: tuple[float, float] | None) -> list[float | None] | None:
+            return None if p is None else [num(p[0]), num(p[1])]
+
+        return {
+            "control": num(self.control),
+            "treatment": num(self.treatment),
+            "absolute": num(self.absolute),
+            "relative": num(self.relative),
+            "interval": pair(self.interval),
+            "relative_interval": pair(self.relative_interval),
+            "chance_to_beat": num(self.chance_to_beat),
+            "standard_error": num(self.standard_error),
+            "alpha": self.alpha,
+            "tau": num(self.tau),
+        }
 
 
 _Z_TABLE: dict[float, float] = {}
@@ -149,49 +166,76 @@ def normal_cdf(z: float) -> float:
 
 
 def normal_quantile(p: float) -> float:
-    """Φ⁻¹(p) by bisection on erfc (exact to 1e-12; only called a few times per plan)."""
+    """Φ⁻¹(p) by bisection on erfc (to 1e-13; cached, only a few distinct p are ever asked)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be in (0, 1), got {p}")
-    if p in _Z_TABLE:
-        return _Z_TABLE[p]
-    lo, hi = -40.0, 40.0
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        if normal_cdf(mid) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-13:
-            break
-    _Z_TABLE[p] = (lo + hi) / 2.0
+    if p not in _Z_TABLE:
+        lo, hi = -40.0, 40.0
+        while hi - lo > 1e-13:
+            mid = (lo + hi) / 2.0
+            lo, hi = (mid, hi) if normal_cdf(mid) < p else (lo, mid)
+        _Z_TABLE[p] = (lo + hi) / 2.0
     return _Z_TABLE[p]
 
 
+def mean_unit_variance(n: Any, x: Any, xx: Any, binary: Any) -> Any:
+    """Sample variance of the unit values from (n, Σx, Σx²); numbers or numpy arrays alike.
+
+    For a conversion metric (`binary`) it is at least p̃(1-p̃) with
+    p̃ = (x+1)/(n+2): never zero before the first conversion, so the interval is
+    never falsely narrow at the start (the same guard as the rollout judge's
+    conservative_variance). nan below two units.
+    """
+    n_a, x_a, xx_a = (np.asarray(v, dtype=float) for v in (n, x, xx))
+    m = np.maximum(n_a, 2.0)
+    s2 = np.maximum((xx_a - x_a * x_a / m) / (m - 1.0), 0.0)
+    p = (x_a + 1.0) / (n_a + 2.0)
+    s2 = np.where(binary, np.maximum(s2, p * (1.0 - p)), s2)
+    out = np.where(n_a >= 2.0, s2, np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
+def _lambert_wm1(y: float) -> float:
+    """The lower branch W₋₁(y) for -1/e < y < 0 (w ≤ -1 with w eᵂ = y), by Newton's method."""
+    w = math.log(-y) - math.log(-math.log(-y))  # the asymptotic start, already within a few %
+    for _ in range(50):
+        ew = math.exp(w)
+        step = (w * ew - y) / (ew * (w + 1.0))
+        w -= step
+        if abs(step) < 1e-14 * abs(w):
+            break
+    return w
+
+
 def mixture_constant(alpha: float) -> float:
-    """c(α) = 2 log(1/α) + log(1 + 2 log(1/α)): the ρ² t* of Waudby-Smith et al.'s tuning (≈ 7.94 at α = 0.05)."""
-    a = 2.0 * math.log(1.0 / alpha)
-    return a + math.log(1.0 + a)
+    """c(α) = -W₋₁(-α²/e) - 1: the I·τ² at which the boundary is tightest (8.21 at α = 0.05).
+
+    Waudby-Smith et al. (2023), the exact optimiser of the normal-mixture
+    width at a chosen time; their approximation 2 log(1/α) + log(1 + 2 log(1/α))
+    (7.94 at α = 0.05) is the first terms of the same expansion.
+    """
+    return -_lambert_wm1(-(alpha**2) / math.e) - 1.0
 
 
 def tau_for_mde(mde: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """The mixture scale τ that makes the CS tightest where a fixed-horizon test would detect `mde`.
 
     A fixed-horizon two-sided test at α with `power` against `mde` needs the
-    information I* = ((z_{1-α/2} + z_power) / mde)². The boundary's width at
-    information I is smallest relative to 1/√I at I = c(α) / τ² (Waudby-Smith
-    et al., eq. for the optimal ρ), so τ² = c(α) / I*. At α = 0.05, power 0.8:
-    τ = mde · √(7.94 / 7.85) ≈ 1.006 · mde: the mixture is centred on
-    effects the size of the MDE, as Johari et al. advise.
+    information I* = ((z_{1-α/2} + z_power) / mde)². The boundary's width
+    relative to 1/√I is smallest at I τ² = c(α) (`mixture_constant`), so
+    τ² = c(α) / I*. At α = 0.05, power 0.8: τ = mde · √(8.21 / 7.85) ≈ 1.02 · mde,
+    a mixture centred on effects the size of the MDE, as Johari et al. advise
+    for the mSPRT.
     """
     z = normal_quantile(1.0 - alpha / 2.0) + normal_quantile(power)
     return abs(mde) * math.sqrt(mixture_constant(alpha)) / z
 
 
-def confidence_half_width(information: float, tau: float, alpha: float) -> float:
-    """Half-width of the two-sided normal-mixture confidence sequence on an effect with information I.
+def half_width(information: Any, tau: Any, alpha: float) -> Any:
+    """Half-width of the two-sided normal-mixture confidence sequence at information I = 1/Var(d̂).
 
-    With S = I (d̂ - δ) ~ N(0, I) under the true difference δ (I = 1/Var(d̂)),
-    the likelihood ratio of δ + θ against δ, mixed over θ ~ N(0, τ²), is
+    With S = I (d̂ - δ) ~ N(0, I) under the true difference δ, the likelihood
+    ratio of δ + θ against δ, mixed over θ ~ N(0, τ²), is
 
         Λ = (1 + I τ²)^(-1/2) · exp(τ² S² / (2 (1 + I τ²)))
 
@@ -200,13 +244,23 @@ def confidence_half_width(information: float, tau: float, alpha: float) -> float
 
         h = sqrt( (1 + I τ²) / (I² τ²) · (log(1 + I τ²) + 2 log(1/α)) ).
 
-    (The exact Gaussian-increment case; with plug-in variances it holds
-    asymptotically, Waudby-Smith et al. 2023, Theorem 2.2 and eq. (13).)
+    That is exact for Gaussian increments; with the plug-in variances it holds
+    asymptotically (the asymptotic CS of Waudby-Smith et al. 2023, whose
+    margin is this one in "intrinsic time" I). Infinite where I ≤ 0 or nan.
+    Numbers or numpy arrays alike.
     """
-    if not information > 0.0 or not tau > 0.0 or math.isinf(information):
-        return math.inf if not information > 0.0 else 0.0
-    r = information * tau * tau
-    return math.sqrt((1.0 + r) / (information * r) * (math.log1p(r) + 2.0 * math.log(1.0 / alpha)))
+    info = np.asarray(information, dtype=float)
+    ok = np.isfinite(info) & (info > 0.0)
+    i = np.where(ok, info, 1.0)
+    r = i * np.asarray(tau, dtype=float) ** 2
+    h = np.sqrt((1.0 + r) / (i * r) * (np.log1p(r) + 2.0 * math.log(1.0 / alpha)))
+    out = np.where(ok, h, np.inf)
+    return float(out) if out.ndim == 0 else out
+
+
+def confidence_half_width(information: float, tau: float, alpha: float) -> float:
+    """`half_width` for one look (a float)."""
+    return float(half_width(information, tau, alpha))
 
 
 def _default_tau(control: UnitSums, treatment: UnitSums, alpha: float) -> float:
@@ -225,7 +279,7 @@ def _default_tau(control: UnitSums, treatment: UnitSums, alpha: float) -> float:
 
 def _lift_from(c: float, t: float, var_c: float, var_t: float, enough: bool, alpha: float, tau: float) -> Lift:
     absolute = t - c
-    relative = absolute / c if c not in (0.0,) and math.isfinite(c) else None
+    relative = absolute / c if c != 0.0 and math.isfinite(c) else None
     var = var_c + var_t
     if not enough or not math.isfinite(var) or var <= 0.0:
         return Lift(c, t, absolute, relative, (-math.inf, math.inf), None, None, math.nan, alpha, tau)
@@ -343,7 +397,9 @@ def decide(
     inconclusive at max_duration; otherwise continue.
     """
     lo, hi = primary.interval
-    interval = f"[{_pct(lo)}, {_pct(hi)}]"
+    level = f"{100.0 * (1.0 - primary.alpha):g}%"
+    interval = f"{level} interval [{_pct(lo)}, {_pct(hi)}]"
+    measured = math.isfinite(lo) and math.isfinite(hi)
     if guardrail_harm:
         return Verdict(ExperimentDecision.STOP, f"Stopped: the candidate harms a guardrail ({guardrail_harm}).")
     if srm_p is not None and srm_p < srm_threshold:
@@ -354,7 +410,7 @@ def decide(
     if lo > 0.0:
         return Verdict(
             ExperimentDecision.SHIP,
-            f"Ship: the candidate raises the primary metric by {_pct(primary.absolute)} (95% interval {interval}).",
+            f"Ship: the candidate raises the primary metric by {_pct(primary.absolute)} ({interval}).",
         )
     if hi < -abs(mde):
         return Verdict(
@@ -365,11 +421,17 @@ def decide(
     if elapsed_s >= max_duration_s:
         return Verdict(
             ExperimentDecision.INCONCLUSIVE,
-            f"Inconclusive: no lift shown within the maximum duration (interval {interval}).",
+            f"Inconclusive: no lift shown within the maximum duration "
+            f"({interval if measured else 'too few units for an interval'}).",
+        )
+    if not measured:
+        return Verdict(
+            ExperimentDecision.CONTINUE,
+            f"Continue: too few units yet for an interval (each variant needs {MIN_UNITS}).",
         )
     return Verdict(
         ExperimentDecision.CONTINUE,
-        f"Continue: the interval {interval} still includes no lift.",
+        f"Continue: the {interval} still includes no lift.",
     )
 
 

@@ -1,0 +1,129 @@
+"""Simulated hypothesis experiments, thousands at once: false ships, coverage, power.
+
+Units arrive one after another; each is assigned to the candidate with the
+allocation's probability (as Envoy's hash of the unit id does) and converts
+with its variant's true rate. For the `revenue` metric a converting unit also
+spends a lognormal amount (heavy-tailed, as purchase values are), so its value
+is 0 most of the time. The experiment is looked at every `look_every` units
+(every unit is the strictest watcher) with the very functions
+`estimate_lift` uses (`mean_unit_variance`, `half_width`, `tau_for_mde`,
+MIN_UNITS), and decide's rule on the primary metric: ship at the first look
+whose lower bound is above 0, stop at the first whose upper bound is below
+-mde. A naive fixed-horizon 95% interval, looked at the same way, is
+simulated beside it to show what peeking does without a confidence sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from shiploop.analysis.experiment import MIN_UNITS, half_width, mean_unit_variance, normal_quantile, tau_for_mde
+
+# Revenue per purchase: lognormal with median e³ ≈ 20 and σ = 1 (mean e^3.5 ≈ 33).
+REVENUE_MU = 3.0
+REVENUE_SIGMA = 1.0
+REVENUE_MEAN = math.exp(REVENUE_MU + REVENUE_SIGMA**2 / 2.0)
+
+# Random draws per chunk of runs: bounds memory (about 8 arrays of this many floats).
+_CHUNK_DRAWS = 2_000_000
+
+
+@dataclass(frozen=True)
+class Scenario:
+    control_rate: float  # true conversion rate of the control
+    treatment_rate: float  # of the candidate (equal: an A/A experiment)
+    units: int  # units in each run (both variants)
+    allocation_percent: float = 50.0
+    mde: float = 0.01  # absolute, on the metric (for revenue: per-unit mean)
+    metric: str = "conversion"  # or "revenue"
+    alpha: float = 0.05
+    look_every: int = 1  # units between looks
+
+    @property
+    def true_lift(self) -> float:
+        lift = self.treatment_rate - self.control_rate
+        return lift * REVENUE_MEAN if self.metric == "revenue" else lift
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    scenario: Scenario
+    runs: int
+    shipped: float  # share of runs whose first decision was ship
+    stopped: float  # share whose first decision was stop (upper bound < -mde)
+    covered: float  # share whose interval covered the true lift at every look of the whole run
+    naive_shipped: float  # the same rule with a fixed-horizon 95% interval looked at every time
+    median_decision_units: float  # units at the first decision, over the runs that decided (nan: none)
+    final_lower_above_zero: float  # share whose lower bound is above 0 at the last look
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "scenario"} | {"scenario": self.scenario.__dict__}
+
+
+def _first(mask: np.ndarray) -> np.ndarray:
+    """Index of the first True along the last axis, or the axis length where there is none."""
+    looks = mask.shape[-1]
+    return np.where(mask.any(axis=-1), mask.argmax(axis=-1), looks)
+
+
+def simulate(scenario: Scenario, runs: int, seed: int = 0) -> SimulationResult:
+    """`runs` independent experiments of `scenario`, all watched at every look."""
+    s = scenario
+    rng = np.random.default_rng(seed)
+    a = s.allocation_percent / 100.0
+    tau = tau_for_mde(s.mde, s.alpha)
+    z = normal_quantile(1.0 - s.alpha / 2.0)
+    binary = s.metric == "conversion"
+    looks = np.arange(s.look_every - 1, s.units, s.look_every)
+    chunk = max(1, _CHUNK_DRAWS // s.units)
+    ship_at: list[np.ndarray] = []
+    stop_at: list[np.ndarray] = []
+    naive_at: list[np.ndarray] = []
+    covered: list[np.ndarray] = []
+    final_up: list[np.ndarray] = []
+    done = 0
+    while done < runs:
+        k = min(chunk, runs - done)
+        done += k
+        treated = rng.random((k, s.units)) < a
+        rate = np.where(treated, s.treatment_rate, s.control_rate)
+        value = (rng.random((k, s.units)) < rate).astype(float)
+        if s.metric == "revenue":
+            value *= rng.lognormal(REVENUE_MU, REVENUE_SIGMA, size=(k, s.units))
+        n_t = np.cumsum(treated, axis=1)[:, looks].astype(float)
+        n_c = (looks + 1.0) - n_t
+        x_t = np.cumsum(value * treated, axis=1)[:, looks]
+        x_c = np.cumsum(value, axis=1)[:, looks] - x_t
+        xx_t = np.cumsum(value * value * treated, axis=1)[:, looks]
+        xx_c = np.cumsum(value * value, axis=1)[:, looks] - xx_t
+        var = mean_unit_variance(n_c, x_c, xx_c, binary) / np.maximum(n_c, 1.0) + mean_unit_variance(
+            n_t, x_t, xx_t, binary
+        ) / np.maximum(n_t, 1.0)
+        enough = np.minimum(n_c, n_t) >= MIN_UNITS
+        lift = x_t / np.maximum(n_t, 1.0) - x_c / np.maximum(n_c, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = np.where(enough, half_width(1.0 / var, tau, s.alpha), np.inf)
+        lower, upper = lift - h, lift + h
+        ship_at.append(_first(lower > 0.0))
+        stop_at.append(_first(upper < -abs(s.mde)))
+        naive_at.append(_first(enough & (lift - z * np.sqrt(var) > 0.0)))
+        covered.append(((lower <= s.true_lift) & (s.true_lift <= upper)).all(axis=1))
+        final_up.append(lower[:, -1] > 0.0)
+    ship, stop = np.concatenate(ship_at), np.concatenate(stop_at)
+    n_looks = len(looks)
+    first = np.minimum(ship, stop)
+    decided = first < n_looks
+    units_at = (looks[np.minimum(first, n_looks - 1)] + 1.0)[decided]
+    return SimulationResult(
+        scenario=s,
+        runs=runs,
+        shipped=float(np.mean((ship < n_looks) & (ship <= stop))),
+        stopped=float(np.mean((stop < n_looks) & (stop < ship))),
+        covered=float(np.mean(np.concatenate(covered))),
+        naive_shipped=float(np.mean(np.concatenate(naive_at) < n_looks)),
+        median_decision_units=float(np.median(units_at)) if units_at.size else math.nan,
+        final_lower_above_zero=float(np.mean(np.concatenate(final_up))),
+    )
