@@ -20,7 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shiploop.analysis.experiment import MIN_UNITS, half_width, mean_unit_variance, normal_quantile, tau_for_mde
+from shiploop.analysis.experiment import (
+    MIN_UNITS,
+    POOLED_FLOOR,
+    half_width,
+    mean_unit_variance,
+    normal_quantile,
+    tau_for_mde,
+)
 
 # Revenue per purchase: lognormal with median e³ ≈ 20 and σ = 1 (mean e^3.5 ≈ 33).
 REVENUE_MU = 3.0
@@ -69,15 +76,60 @@ def _first(mask: np.ndarray) -> np.ndarray:
     return np.where(mask.any(axis=-1), mask.argmax(axis=-1), looks)
 
 
+@dataclass(frozen=True)
+class Looks:
+    """What a watcher saw at every look of k runs (arrays of shape (k, looks))."""
+
+    units: np.ndarray  # units so far at each look (shape (looks,))
+    control_units: np.ndarray
+    treatment_units: np.ndarray
+    lift: np.ndarray  # treatment mean - control mean
+    variance: np.ndarray  # Var(lift), the plug-in estimate
+    lower: np.ndarray  # the confidence sequence (infinite before MIN_UNITS in each variant)
+    upper: np.ndarray
+    enough: np.ndarray  # both variants have MIN_UNITS units
+
+
+def draw(scenario: Scenario, runs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(treated, value) of shape (runs, units): each unit's variant and metric value."""
+    s = scenario
+    treated = rng.random((runs, s.units)) < s.allocation_percent / 100.0
+    rate = np.where(treated, s.treatment_rate, s.control_rate)
+    value = (rng.random((runs, s.units)) < rate).astype(float)
+    if s.metric == "revenue":
+        value *= rng.lognormal(REVENUE_MU, REVENUE_SIGMA, size=(runs, s.units))
+    return treated, value
+
+
+def watch(scenario: Scenario, treated: np.ndarray, value: np.ndarray) -> Looks:
+    """The interval at every look, computed as estimate_lift computes it, for all runs at once."""
+    s = scenario
+    tau = tau_for_mde(s.mde, s.alpha)
+    binary = s.metric == "conversion"
+    looks = np.arange(s.look_every - 1, s.units, s.look_every)
+    n_t = np.cumsum(treated, axis=1)[:, looks].astype(float)
+    n_c = (looks + 1.0) - n_t
+    x_t = np.cumsum(value * treated, axis=1)[:, looks]
+    x_c = np.cumsum(value, axis=1)[:, looks] - x_t
+    xx_t = np.cumsum(value * value * treated, axis=1)[:, looks]
+    xx_c = np.cumsum(value * value, axis=1)[:, looks] - xx_t
+    # As arm_variances: each variant's unit variance, at least POOLED_FLOOR × the pooled one.
+    pooled = POOLED_FLOOR * mean_unit_variance(n_c + n_t, x_c + x_t, xx_c + xx_t, binary)
+    var_c = np.fmax(mean_unit_variance(n_c, x_c, xx_c, binary), pooled)
+    var_t = np.fmax(mean_unit_variance(n_t, x_t, xx_t, binary), pooled)
+    var = var_c / np.maximum(n_c, 1.0) + var_t / np.maximum(n_t, 1.0)
+    enough = np.minimum(n_c, n_t) >= MIN_UNITS
+    lift = x_t / np.maximum(n_t, 1.0) - x_c / np.maximum(n_c, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = np.where(enough, half_width(1.0 / var, tau, s.alpha), np.inf)
+    return Looks(looks + 1, n_c, n_t, lift, var, lift - h, lift + h, enough)
+
+
 def simulate(scenario: Scenario, runs: int, seed: int = 0) -> SimulationResult:
     """`runs` independent experiments of `scenario`, all watched at every look."""
     s = scenario
     rng = np.random.default_rng(seed)
-    a = s.allocation_percent / 100.0
-    tau = tau_for_mde(s.mde, s.alpha)
     z = normal_quantile(1.0 - s.alpha / 2.0)
-    binary = s.metric == "conversion"
-    looks = np.arange(s.look_every - 1, s.units, s.look_every)
     chunk = max(1, _CHUNK_DRAWS // s.units)
     ship_at: list[np.ndarray] = []
     stop_at: list[np.ndarray] = []
@@ -85,38 +137,22 @@ def simulate(scenario: Scenario, runs: int, seed: int = 0) -> SimulationResult:
     covered: list[np.ndarray] = []
     final_up: list[np.ndarray] = []
     done = 0
+    units = np.arange(s.look_every, s.units + 1, s.look_every)
     while done < runs:
         k = min(chunk, runs - done)
         done += k
-        treated = rng.random((k, s.units)) < a
-        rate = np.where(treated, s.treatment_rate, s.control_rate)
-        value = (rng.random((k, s.units)) < rate).astype(float)
-        if s.metric == "revenue":
-            value *= rng.lognormal(REVENUE_MU, REVENUE_SIGMA, size=(k, s.units))
-        n_t = np.cumsum(treated, axis=1)[:, looks].astype(float)
-        n_c = (looks + 1.0) - n_t
-        x_t = np.cumsum(value * treated, axis=1)[:, looks]
-        x_c = np.cumsum(value, axis=1)[:, looks] - x_t
-        xx_t = np.cumsum(value * value * treated, axis=1)[:, looks]
-        xx_c = np.cumsum(value * value, axis=1)[:, looks] - xx_t
-        var = mean_unit_variance(n_c, x_c, xx_c, binary) / np.maximum(n_c, 1.0) + mean_unit_variance(
-            n_t, x_t, xx_t, binary
-        ) / np.maximum(n_t, 1.0)
-        enough = np.minimum(n_c, n_t) >= MIN_UNITS
-        lift = x_t / np.maximum(n_t, 1.0) - x_c / np.maximum(n_c, 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            h = np.where(enough, half_width(1.0 / var, tau, s.alpha), np.inf)
-        lower, upper = lift - h, lift + h
+        seen = watch(s, *draw(s, k, rng))
+        lower, upper = seen.lower, seen.upper
         ship_at.append(_first(lower > 0.0))
         stop_at.append(_first(upper < -abs(s.mde)))
-        naive_at.append(_first(enough & (lift - z * np.sqrt(var) > 0.0)))
-        covered.append(((lower <= s.true_lift) & (s.true_lift <= upper)).all(axis=1))
+        naive_at.append(_first(seen.enough & (seen.lift - z * np.sqrt(seen.variance) > 0.0)))
+        covered.append(np.asarray(((lower <= s.true_lift) & (s.true_lift <= upper)).all(axis=1)))
         final_up.append(lower[:, -1] > 0.0)
     ship, stop = np.concatenate(ship_at), np.concatenate(stop_at)
-    n_looks = len(looks)
+    n_looks = len(units)
     first = np.minimum(ship, stop)
     decided = first < n_looks
-    units_at = (looks[np.minimum(first, n_looks - 1)] + 1.0)[decided]
+    units_at = units[np.minimum(first, n_looks - 1)][decided].astype(float)
     return SimulationResult(
         scenario=s,
         runs=runs,
