@@ -591,10 +591,14 @@ def plan_experiment(
     Sequential: the smallest N at which the confidence sequence, looked at once
     at N, excludes 0 with probability `power` when the true lift is `mde`:
     (mde - h(N J)) · sqrt(N J) ≥ z_power, with h the half-width of
-    `confidence_half_width` tuned by `tau_for_mde(mde)`. This is conservative:
-    an experiment watched continuously may cross earlier (the bench measures
-    the stopping time), and it is what the CS costs for the right to look
-    (about 1.6-2x the fixed horizon at α = 0.05).
+    `confidence_half_width` tuned by `tau_for_mde(mde)`, found by bisection.
+    That is the price of the right to look: 1.94x the fixed horizon at
+    α = 0.05, power 0.8 (the ratio hardly moves with the baseline or the MDE,
+    since τ follows the MDE). It is conservative for a watched experiment,
+    which may cross earlier: measured with `python -m bench.experiments`
+    (1,000 runs, true lift = MDE, looked at every 5 units), 87-89% had shipped
+    by the sequential N, and the median ship came at 0.82-0.87x the fixed N;
+    only 53-56% had shipped by the fixed N.
     """
     if not 0.0 < baseline < 1.0:
         raise ValueError(f"baseline must be a rate between 0 and 1, got {baseline}")
