@@ -11,8 +11,10 @@ experiment at once, so looking every second never inflates the error. It is
 the normal-mixture boundary (Robbins; the mSPRT of Johari, Pekelis and Walsh
 inverted) on the score S = I·(d̂ - δ), I = 1/Var(d̂), with plug-in variances:
 the asymptotic confidence sequence of Waudby-Smith et al. (2023), "Time-uniform
-central limit theory and asymptotic confidence sequences". See
-`confidence_half_width` for the boundary and its tuning.
+central limit theory and asymptotic confidence sequences". See `half_width`
+for the boundary, `tau_for_mde` for its tuning, `arm_variances` for the
+small-sample guard, docs/decisions.md for the measurements and
+docs/experiments-statistics.md for what it means to a user.
 """
 
 from __future__ import annotations
