@@ -559,7 +559,7 @@ def decide(
 class ExperimentPlan:
     baseline: float
     mde: float
-    units_per_second: float
+    units_per_second: float  # new units entering the experiment per second, both variants together
     allocation_percent: float
     fixed_units: int  # fixed-horizon, power 0.8, two-sided alpha
     fixed_seconds: float
