@@ -563,7 +563,7 @@ class ExperimentPlan:
     allocation_percent: float
     fixed_units: int  # fixed-horizon, power 0.8, two-sided alpha
     fixed_seconds: float
-    sequential_units: int  # expected/conservative for the confidence sequence
+    sequential_units: int  # the confidence sequence, looked at once at N, has power 0.8 (conservative)
     sequential_seconds: float
 
 
