@@ -223,10 +223,10 @@ def mean_unit_variance(n: Any, x: Any, xx: Any, binary: Any) -> Any:
     if isinstance(n, int | float) and isinstance(x, int | float) and isinstance(xx, int | float):
         if n < 2:
             return math.nan
-        v = max((xx - x * x / n) / (n - 1.0), 0.0)
-        p = (x + 1.0) / (n + 2.0)
-        return max(v, p * (1.0 - p)) if binary else v
-    n_a, x_a, xx_a = (np.asarray(v, dtype=float) for v in (n, x, xx))
+        var = max((xx - x * x / n) / (n - 1.0), 0.0)
+        share = (x + 1.0) / (n + 2.0)
+        return max(var, share * (1.0 - share)) if binary else var
+    n_a, x_a, xx_a = (np.asarray(a, dtype=float) for a in (n, x, xx))
     m = np.maximum(n_a, 2.0)
     s2 = np.maximum((xx_a - x_a * x_a / m) / (m - 1.0), 0.0)
     p = (x_a + 1.0) / (n_a + 2.0)
