@@ -18,6 +18,11 @@ watcher than "every second" at any traffic over one new unit per second):
   N (sequential_units, the plan's promise: 80%), the median units at the ship,
   and coverage of the true lift throughout.
 
+  Relative lift: the relative interval (delta method, Lift.relative_interval)
+  covers the true relative lift at every look, computed with estimate_lift
+  itself on the cumulative sums, looked at every 200 units (slower: one
+  call per look).
+
 Prints the tables (Markdown) and writes bench/results/experiments.json.
 """
 
@@ -27,8 +32,10 @@ import argparse
 import time
 from typing import Any
 
+import numpy as np
+
 from bench.common import machine, print_header, table, write_results
-from shiploop.analysis.experiment import plan_experiment
+from shiploop.analysis.experiment import UnitSums, estimate_lift, plan_experiment
 from shiploop.analysis.experiment_simulation import Scenario, simulate
 
 NAME = "experiments"
@@ -48,6 +55,41 @@ POWER: list[tuple[str, float, float, float]] = [
     ("10% -> 11%, 50/50", 0.1, 0.01, 50.0),
     ("5% -> 6%, 20/80", 0.05, 0.01, 20.0),
 ]
+
+
+RELATIVE: list[tuple[str, float, float, float]] = [
+    # name, control rate, treatment rate, allocation (0-1)
+    ("10% -> 12%, 50/50", 0.1, 0.12, 0.5),
+    ("2% -> 2.5%, 10/90", 0.02, 0.025, 0.1),
+    ("10% A/A, 50/50", 0.1, 0.1, 0.5),
+]
+
+
+def relative_coverage(
+    p_c: float, p_t: float, a: float, runs: int, units: int = 20000, every: int = 200
+) -> dict[str, float]:
+    """Share of runs whose absolute and relative intervals covered the truth at every look."""
+    rng = np.random.default_rng(3)
+    mde = (p_t - p_c) or 0.01
+    miss_abs = miss_rel = 0
+    for _ in range(runs):
+        t = rng.random(units) < a
+        x = (rng.random(units) < np.where(t, p_t, p_c)).astype(float)
+        n_c, n_t = np.cumsum(~t), np.cumsum(t)
+        x_c, x_t = np.cumsum(x * ~t), np.cumsum(x * t)
+        bad_abs = bad_rel = False
+        for k in range(every - 1, units, every):
+            lift = estimate_lift(
+                UnitSums(int(n_c[k]), float(x_c[k]), float(x_c[k])),
+                UnitSums(int(n_t[k]), float(x_t[k]), float(x_t[k])),
+                mde=mde,
+            )
+            bad_abs |= not lift.interval[0] <= p_t - p_c <= lift.interval[1]
+            rel = lift.relative_interval
+            bad_rel |= rel is not None and not rel[0] <= p_t / p_c - 1.0 <= rel[1]
+        miss_abs += bad_abs
+        miss_rel += bad_rel
+    return {"covered_absolute": 1 - miss_abs / runs, "covered_relative": 1 - miss_rel / runs}
 
 
 def share(v: float) -> str:
@@ -106,6 +148,16 @@ def run(runs: int, quick: bool) -> dict[str, Any]:
             rows,
         )
     )
+    rows = []
+    out["relative"] = []
+    for name, p_c, p_t, a in RELATIVE[:1] if quick else RELATIVE:
+        t0 = time.monotonic()
+        cov = relative_coverage(p_c, p_t, a, runs)
+        took = time.monotonic() - t0
+        out["relative"].append({"name": name, **cov, "seconds": took})
+        rows.append([name, share(cov["covered_absolute"]), share(cov["covered_relative"]), took])
+    print(f"\nRelative lift, {runs} runs each, 20,000 units looked at every 200:\n")
+    print(table(["lift", "absolute covered", "relative covered", "s"], rows))
     return out
 
 
