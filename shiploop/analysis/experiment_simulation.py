@@ -16,7 +16,7 @@ simulated beside it to show what peeking does without a confidence sequence.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -65,9 +65,15 @@ class SimulationResult:
     naive_shipped: float  # the same rule with a fixed-horizon 95% interval looked at every time
     median_decision_units: float  # units at the first decision, over the runs that decided (nan: none)
     final_lower_above_zero: float  # share whose lower bound is above 0 at the last look
+    ship_units: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # per run; inf: not shipped
+
+    def shipped_by(self, units: float) -> float:
+        """Share of runs whose first decision was ship, at `units` units or fewer."""
+        return float(np.mean(self.ship_units <= units))
 
     def as_dict(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k != "scenario"} | {"scenario": self.scenario.__dict__}
+        skip = ("scenario", "ship_units")
+        return {k: v for k, v in self.__dict__.items() if k not in skip} | {"scenario": self.scenario.__dict__}
 
 
 def _first(mask: np.ndarray) -> np.ndarray:
@@ -152,14 +158,17 @@ def simulate(scenario: Scenario, runs: int, seed: int = 0) -> SimulationResult:
     n_looks = len(units)
     first = np.minimum(ship, stop)
     decided = first < n_looks
-    units_at = units[np.minimum(first, n_looks - 1)][decided].astype(float)
+    at = units[np.minimum(first, n_looks - 1)].astype(float)
+    units_at = at[decided]
+    shipped = (ship < n_looks) & (ship <= stop)
     return SimulationResult(
         scenario=s,
         runs=runs,
-        shipped=float(np.mean((ship < n_looks) & (ship <= stop))),
+        shipped=float(np.mean(shipped)),
         stopped=float(np.mean((stop < n_looks) & (stop < ship))),
         covered=float(np.mean(np.concatenate(covered))),
         naive_shipped=float(np.mean(np.concatenate(naive_at) < n_looks)),
         median_decision_units=float(np.median(units_at)) if units_at.size else math.nan,
         final_lower_above_zero=float(np.mean(np.concatenate(final_up))),
+        ship_units=np.where(shipped, at, np.inf),
     )

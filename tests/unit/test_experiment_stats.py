@@ -1,4 +1,8 @@
-"""Experiment statistics on fixed data, against independent implementations (scipy, statsmodels) and derivations."""
+"""Experiment statistics on fixed data, against independent implementations (scipy, statsmodels) and derivations.
+
+scipy and statsmodels are imported inside the tests that use them: at module level every
+xdist worker would pay for the import at collection (seconds each on a busy 2-core machine).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy import integrate, stats
-from scipy.special import lambertw
-from statsmodels.stats.power import normal_power_het
-from statsmodels.stats.proportion import power_proportions_2indep, samplesize_proportions_2indep_onetail
 
 from shiploop.analysis.experiment import (
     MIN_UNITS,
@@ -42,6 +42,9 @@ def revenue(rng: np.random.Generator, n: int, rate: float) -> np.ndarray:
     [(0.1, 0.01, 50), (0.02, 0.005, 50), (0.3, -0.03, 50), (0.1, 0.02, 20), (0.05, 0.01, 80)],
 )
 def test_fixed_horizon_sample_size_matches_statsmodels(baseline: float, mde: float, allocation: float) -> None:
+    from statsmodels.stats.power import normal_power_het
+    from statsmodels.stats.proportion import power_proportions_2indep, samplesize_proportions_2indep_onetail
+
     plan = plan_experiment(baseline, mde, units_per_second=10.0, allocation_percent=allocation)
     a = allocation / 100.0
     n_t, n_c = plan.fixed_units * a, plan.fixed_units * (1.0 - a)
@@ -66,6 +69,8 @@ def test_fixed_horizon_sample_size_matches_statsmodels(baseline: float, mde: flo
 
 
 def test_standard_error_is_welchs() -> None:
+    from scipy import stats
+
     rng = np.random.default_rng(RNG_SEED)
     control, treatment = revenue(rng, 3000, 0.05), revenue(rng, 2000, 0.06)
     lift = estimate_lift(UnitSums.of_values(control), UnitSums.of_values(treatment))
@@ -90,6 +95,8 @@ def test_conversion_variance_is_never_below_the_conservative_one() -> None:
 
 
 def test_mixture_constant_is_the_exact_optimum() -> None:
+    from scipy.special import lambertw
+
     # Waudby-Smith et al.'s exact optimiser, with scipy's Lambert W; and it is the minimum of the width.
     assert mixture_constant(0.05) == pytest.approx(-lambertw(-(0.05**2) / math.e, -1).real - 1.0, rel=1e-10)
     width = [confidence_half_width(1.0, math.sqrt(r), 0.05) for r in (0.8 * 8.21, 8.21, 1.25 * 8.21)]
@@ -105,6 +112,8 @@ def test_boundary_matches_the_published_conjugate_mixture_margin() -> None:
 
 
 def test_boundary_is_where_the_mixture_likelihood_ratio_reaches_one_over_alpha() -> None:
+    from scipy import integrate, stats
+
     # Direct numeric re-derivation: integrate the Gaussian likelihood ratio over θ ~ N(0, τ²) at the boundary.
     info, tau, alpha = 2500.0, 0.03, 0.05
     h = confidence_half_width(info, tau, alpha)
@@ -231,6 +240,8 @@ def test_decide(
 
 
 def test_sequential_plan_is_what_its_docstring_says() -> None:
+    from scipy import stats
+
     plan = plan_experiment(0.1, 0.01, units_per_second=20.0, allocation_percent=50)
     # The price of looking: between 1.5 and 2.5 times the fixed horizon at α = 0.05, power 0.8.
     assert 1.5 * plan.fixed_units < plan.sequential_units < 2.5 * plan.fixed_units
@@ -253,3 +264,57 @@ def test_plan_rejects_impossible_inputs() -> None:
     for baseline, mde, allocation in [(0.0, 0.01, 50), (0.5, 0.6, 50), (0.1, 0.0, 50), (0.1, 0.01, 0)]:
         with pytest.raises(ValueError):
             plan_experiment(baseline, mde, 10.0, allocation)
+
+
+# -- CUPED --------------------------------------------------------------------------------------
+
+
+def pre_and_post(rng: np.random.Generator, n: int, lift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Units' spend before (y) and during (x) the experiment, correlated through the unit's own level."""
+    level = rng.lognormal(2.0, 0.8, n)
+    y = rng.poisson(level).astype(float)
+    x = rng.poisson(level * (1.0 + lift)).astype(float)
+    return x, y
+
+
+def test_cuped_is_the_regression_adjusted_estimate() -> None:
+    from statsmodels.regression.linear_model import OLS
+
+    rng = np.random.default_rng(RNG_SEED + 2)
+    (xc, yc), (xt, yt) = pre_and_post(rng, 3000, 0.0), pre_and_post(rng, 2000, 0.05)
+    control = UnitSums.of_values_with_pre(zip(xc, yc, strict=True))
+    treatment = UnitSums.of_values_with_pre(zip(xt, yt, strict=True))
+    lift = estimate_lift(control, treatment, mde=0.5)
+    design = np.column_stack([np.ones(5000), np.r_[np.zeros(3000), np.ones(2000)], np.r_[yc, yt]])
+    ols = OLS(np.r_[xc, xt], design).fit(cov_type="HC1")
+    assert lift.absolute == pytest.approx(ols.params[1], rel=1e-9)
+    assert lift.standard_error == pytest.approx(ols.bse[1], rel=0.02)
+    # The noise removed is about ρ² of the plain estimate's variance.
+    rho = np.corrcoef(np.r_[xc, xt], np.r_[yc, yt])[0, 1]
+    assert lift.variance_reduction == pytest.approx(rho**2, abs=0.03)
+    plain = estimate_lift(UnitSums.of_values(xc), UnitSums.of_values(xt), mde=0.5)
+    assert lift.interval[1] - lift.interval[0] < 0.8 * (plain.interval[1] - plain.interval[0])
+    assert plain.variance_reduction is None and lift.as_dict()["variance_reduction"] == lift.variance_reduction
+
+
+def test_cuped_interval_covers_throughout_an_a_a_experiment() -> None:
+    rng = np.random.default_rng(RNG_SEED + 3)
+    misses = 0
+    runs, n = 200, 4000
+    for _ in range(runs):
+        x, y = pre_and_post(rng, n, 0.0)
+        treated = rng.random(n) < 0.5
+        sums = {}
+        for arm, mask in (("c", ~treated), ("t", treated)):
+            m = mask.astype(float)
+            sums[arm] = [np.cumsum(v * m) for v in (m, x, x * x, y, y * y, x * y)]
+        for k in range(99, n, 100):
+            c, t = (
+                UnitSums(int(s[0][k]), s[1][k], s[2][k], y=s[3][k], yy=s[4][k], xy=s[5][k], covariate=True)
+                for s in (sums["c"], sums["t"])
+            )
+            lo, hi = estimate_lift(c, t, mde=0.5).interval
+            if not lo <= 0.0 <= hi:
+                misses += 1
+                break
+    assert misses / runs <= 0.05
