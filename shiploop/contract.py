@@ -252,3 +252,72 @@ class RolledBack(Body):
 
 class Ok(Body):
     ok: bool = True
+
+
+# -- experiments ------------------------------------------------------------------------------------
+
+
+def _no_interval() -> list[float | None]:
+    return [None, None]
+
+
+class ExperimentVariant(Open):
+    version: str
+    track: str
+    units: int
+    events: int
+    value: float | None = None  # rate (conversion) or mean per unit; None before any unit
+
+
+class ExperimentLift(Open):
+    absolute: float | None = None
+    relative: float | None = None
+    interval: list[float | None] = Field(default_factory=lambda: _no_interval())  # always-valid 95%
+
+
+class Experiment(Open):
+    """`experiment status`: the issue's fields first; the daemon adds more (kept as extras)."""
+
+    state: str  # running | held | shipped | stopped | inconclusive | discarded | ended
+    hypothesis: str
+    variants: list[ExperimentVariant]
+    lift: ExperimentLift
+    srm_p: float | None = None
+    guardrails: list[dict[str, Any]] = Field(default_factory=list)
+    decision: str
+    reason: str
+    id: int
+    service: str
+
+
+class ExperimentSummary(Open):
+    """One line of `experiment history`."""
+
+    id: int
+    hypothesis: str
+    state: str
+    control: str
+    treatment: str
+    started_at: float
+    ended_at: float | None = None
+    decision: str | None = None
+    reason: str | None = None
+
+
+class ExperimentPlan(Open):
+    service: str
+    hypothesis: str
+    baseline: float
+    minimum_detectable_effect: float
+    units_per_second: float
+    allocation: float
+    fixed_units: int
+    fixed_seconds: float | None = None
+    sequential_units: int
+    sequential_seconds: float | None = None
+    max_duration_s: float
+    sources: dict[str, str] = Field(default_factory=dict)
+
+
+class ExperimentStop(Body):
+    outcome: Literal["ship", "discard"]

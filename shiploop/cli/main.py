@@ -22,6 +22,7 @@ from rich.table import Table
 
 from shiploop.cli.client import DaemonClient, segment
 from shiploop.cli.dashboard_cmd import dashboard
+from shiploop.cli.experiment import experiment_app
 from shiploop.cli.prometheus_cmd import prometheus_config_command
 from shiploop.cli.status_view import emit_json, id_column, render_status, show_status, status_view
 from shiploop.cli.usage import key_value, run_app
@@ -474,6 +475,10 @@ def rollback(service: ServiceArg, force: ForceOpt = False, as_json: JsonOpt = Fa
     else:
         console.print(f"all traffic to {service}@[bold]{result.stable}[/]", soft_wrap=True)
 
+
+# -- experiments ----------------------------------------------------------------------------------
+
+app.add_typer(experiment_app, name="experiment")
 
 # -- rollouts -------------------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from shiploop.contract import (
     WeightsRequest,
 )
 from shiploop.daemon.hand_guard import guard_hand_change
-from shiploop.errors import ERROR_KINDS, Invalid, NotFound, ShiploopError, Unavailable
+from shiploop.errors import ERROR_KINDS, Conflict, Invalid, NotFound, ShiploopError, Unavailable
 from shiploop.naming import Track
 from shiploop.paths import ProjectPaths
 from shiploop.rollout.controller import RolloutController
@@ -119,6 +119,7 @@ def create_app(
             raise StarletteHTTPException(401, "missing or wrong token: the CLI reads it from .shiploop/token")
 
     write = [Depends(authorized)]
+    app.state.write = write  # for routes mounted by other modules (daemon/experiments_api.py)
     # The daemon sets it once it listens: {"prometheus": URL or None} for status.
     app.state.status_links = dict
 
@@ -191,6 +192,12 @@ def create_app(
 
     @app.post("/v1/services/{service}/rollout", dependencies=write, response_model=Rollout)
     async def start_rollout(service: str) -> dict[str, Any]:
+        experiment = cp.store.running_experiment(service)
+        if experiment is not None:
+            raise Conflict(
+                f"{service} runs experiment #{experiment.id}: a rollout would replace its candidate",
+                hint=f"end it first: shiploop experiment stop {service} --discard",
+            )
         return await rollouts.start(service)
 
     @app.get("/v1/services/{service}/rollout", response_model=Rollout)

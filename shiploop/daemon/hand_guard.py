@@ -18,6 +18,15 @@ async def guard_hand_change(rollouts: RolloutController, store: Store, service: 
 
     With `force`, an active rollout is paused first (it stays paused until a person
     resumes, promotes or aborts it) and the takeover is recorded in its events."""
+    experiment = store.running_experiment(service)
+    if experiment is not None and not force:
+        # The experiment splits units between stable and its candidate: a hand change of
+        # either ends the split (routing/_assignment), so say so first.
+        raise Conflict(
+            f"{service} runs experiment #{experiment.id} ({service}@{experiment.treatment} against stable): "
+            f"{action} would end it",
+            hint=f"end it first: shiploop experiment stop {service} --discard; or repeat with --force",
+        )
     r = rollouts.latest(service)
     if r is None or r.state not in ACTIVE_ROLLOUT_STATES:
         return

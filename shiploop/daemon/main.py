@@ -21,9 +21,11 @@ import uvicorn
 
 from shiploop.daemon.app import create_app
 from shiploop.daemon.dashboard import Dashboard
+from shiploop.daemon.experiments_api import mount_experiments
 from shiploop.daemon.hostcheck import HostCheck
 from shiploop.daemon.rollouts import check_metrics_source, rollout_controller
 from shiploop.errors import ShiploopError
+from shiploop.experiments.controller import ExperimentController
 from shiploop.paths import PRIVATE_UMASK, ProjectPaths, lock_project, running_daemon, secure_state_dir
 from shiploop.procs import free_port, process_start_time
 from shiploop.server.controlplane import ControlPlane
@@ -75,9 +77,11 @@ async def serve(root: Path, gateway_port: int | None, announce: bool, prometheus
         raise
     observer = Observer(cp)
     dashboard = Dashboard(cp, rollouts, observer, token)
-    cp.tick_hooks.extend([observer.tick, rollouts.tick, dashboard.trail.tick])
+    experiments = ExperimentController(cp, clock=cp.ctx.clock)
+    cp.tick_hooks.extend([observer.tick, rollouts.tick, dashboard.trail.tick, experiments.tick])
     api_port = free_port()
     app = create_app(cp, rollouts, observer, token, shutdown)
+    mount_experiments(app, cp, experiments, observer)
     mount_metrics(app, StateReader(cp))
     dashboard.mount(app)
     server = uvicorn.Server(

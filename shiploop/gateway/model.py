@@ -66,6 +66,22 @@ class WeightedTarget:
 
 
 @dataclass(frozen=True)
+class Assignment:
+    """A sticky split of one service's units between two versions (an experiment).
+
+    Envoy hashes `salt:unit id` (gateway/assignment.py): the same unit lands in the
+    same variant whatever the weights of anything else, and after any restart."""
+
+    salt: str  # the experiment's id: a new experiment reshuffles the units
+    service: str
+    unit_kind: str  # "cookie" | "header"
+    unit_name: str  # the cookie or header holding the unit id
+    allocation: float  # percent of units to the treatment
+    control: WeightedTarget
+    treatment: WeightedTarget
+
+
+@dataclass(frozen=True)
 class Route:
     """A match and where it goes. Routes are matched in order, first wins."""
 
@@ -77,6 +93,7 @@ class Route:
     timeout_s: float = 15.0
     retry: Retry = Retry()
     mirrors: tuple[str, ...] = ()  # clusters that get a copy; their answers are discarded
+    assignment: Assignment | None = None  # assigns units (an experiment's routes), see render.route
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,7 @@ class RoutingState:
     routes: tuple[Route, ...] = ()
     listen_port: int = 8080
     listen_address: str = "127.0.0.1"
+    event_log: str | None = None  # where Envoy writes experiment requests (JSON lines); None: nowhere
 
     def cluster_names(self) -> set[str]:
         return {c.name for c in self.clusters}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shiploop.gateway import stats_listener
+from shiploop.gateway import assignment, stats_listener
 from shiploop.gateway.model import Cluster, Route, RoutingState
 
 LISTENER_NAME = "gateway"
@@ -198,6 +198,8 @@ def route(r: Route) -> dict[str, Any]:
             for name in r.mirrors
         ]
     out["route"] = action
+    if r.assignment is not None:
+        out["typed_per_filter_config"] = assignment.per_route_config(r.assignment)
     return out
 
 
@@ -223,8 +225,16 @@ def listener(state: RoutingState, xds_dir: Path) -> dict[str, Any]:
             "route_config_name": ROUTE_CONFIG_NAME,
             "config_source": file_source(xds_dir / "current" / "rds.json", xds_dir),
         },
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _T_ROUTER}}],
+        # The Lua filter acts only on routes that carry a script (experiments, see
+        # gateway/assignment.py); it is always here so the listener never changes
+        # (a changed listener drains every connection) when an experiment starts.
+        "http_filters": [
+            assignment.lua_filter(),
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": _T_ROUTER}},
+        ],
     }
+    if state.event_log is not None:
+        hcm["access_log"] = [assignment.access_log(state.event_log)]
     return {
         "@type": _T_LISTENER,
         "name": LISTENER_NAME,

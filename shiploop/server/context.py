@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from shiploop.errors import NotFound, ShiploopError
@@ -18,10 +19,10 @@ from shiploop.naming import Track
 from shiploop.paths import ProjectPaths
 from shiploop.runtime.local import LocalRuntime
 from shiploop.server.desired import Change
-from shiploop.server.routing import HeaderRoute, Placement, ServiceRouting, build_routing_state
+from shiploop.server.routing import ExperimentRouting, HeaderRoute, Placement, ServiceRouting, build_routing_state
 from shiploop.server.specs import spec_from_json
 from shiploop.spec import ProjectSpec, ServiceSpec, load_project, load_service
-from shiploop.store import DeploymentRow, Store
+from shiploop.store import DeploymentRow, ExperimentRow, Store
 from shiploop.versions import Version, snapshot
 
 
@@ -121,9 +122,15 @@ class PlaneContext:
                     spec,
                     tuple(Placement(d.version, d.track, d.weight) for d in rows),
                     tuple(HeaderRoute(h, v, ver) for h, v, ver in source.header_routes(name)),
+                    experiment_routing(source.running_experiment(name)),
                 )
             )
-        return build_routing_state(services, self.runtime.endpoints, self.port)
+        return build_routing_state(services, self.runtime.endpoints, self.port, str(self.experiment_log))
+
+    @property
+    def experiment_log(self) -> Path:
+        """Where Envoy logs every request of a running experiment (gateway/assignment.py)."""
+        return self.paths.logs / "experiments.jsonl"
 
     async def publish(self) -> int:
         """Publish what the store holds (the supervisor's republish after readiness changes)."""
@@ -159,6 +166,14 @@ class PlaneContext:
         task = asyncio.ensure_future(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+
+
+def experiment_routing(row: ExperimentRow | None) -> ExperimentRouting | None:
+    if row is None:
+        return None
+    unit = row.spec["unit"]
+    kind = "cookie" if unit.get("cookie") else "header"
+    return ExperimentRouting(row.salt, kind, unit[kind], float(row.spec["allocation"]), row.control, row.treatment)
 
 
 def stable_key(service: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from shiploop.naming import DeploymentState
-from shiploop.store import DeploymentRow, Store
+from shiploop.store import DeploymentRow, ExperimentRow, Store
 
 StoreOp = Callable[[Store], None]
 
@@ -29,6 +29,7 @@ class Change:
         self.headers: dict[str, list[tuple[str, str, str]]] = {}
         for service in {d.service for d in self.rows}:
             self.headers[service] = store.header_routes(service)
+        self.experiments: dict[str, ExperimentRow] = {e.service: e for e in store.running_experiments()}
         self._ops: list[StoreOp] = []
 
     # -- reads of the state after the change -----------------------------------------------
@@ -40,7 +41,21 @@ class Change:
     def header_routes(self, service: str) -> list[tuple[str, str, str]]:
         return sorted(self.headers.get(service, []))
 
+    def running_experiment(self, service: str) -> ExperimentRow | None:
+        return self.experiments.get(service)
+
     # -- edits ---------------------------------------------------------------------------------
+
+    def start_experiment(self, row: ExperimentRow, ids: list[int]) -> None:
+        """A running experiment from now on; its new id is appended to `ids` once written."""
+        self.experiments[row.service] = row
+        self._ops.append(
+            lambda s: ids.append(
+                s.insert_experiment(
+                    row.service, row.salt, row.hypothesis, row.spec, row.control, row.treatment, row.started_at
+                )
+            )
+        )
 
     def upsert(self, row: DeploymentRow) -> None:
         self.rows = [d for d in self.rows if (d.service, d.version) != (row.service, row.version)] + [row]

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from shiploop.gateway.assignment import CONTROL, TREATMENT, VARIANT_HEADER, variant_value
 from shiploop.gateway.model import (
+    Assignment,
     CircuitBreakerLimits,
     Cluster,
     Endpoint,
@@ -37,10 +39,23 @@ class HeaderRoute:
 
 
 @dataclass(frozen=True)
+class ExperimentRouting:
+    """A running experiment: units split between two deployed versions by a hash in Envoy."""
+
+    salt: str
+    unit_kind: str  # "cookie" | "header"
+    unit_name: str
+    allocation: float  # percent of units to the treatment
+    control: str  # versions
+    treatment: str
+
+
+@dataclass(frozen=True)
 class ServiceRouting:
     spec: ServiceSpec  # the stable version's spec: its routes and limits apply
     placements: tuple[Placement, ...]
     header_routes: tuple[HeaderRoute, ...] = ()
+    experiment: ExperimentRouting | None = None
 
 
 def _cluster(spec: ServiceSpec, version: str, ports: list[int]) -> Cluster:
@@ -69,8 +84,43 @@ def _specificity(route: Route) -> tuple[int, int]:
     return (header_rank, 20_000)
 
 
+def _assignment(svc: ServiceRouting) -> Assignment | None:
+    exp = svc.experiment
+    tracks = {p.version: p.track for p in svc.placements}
+    # Only while control is stable and treatment the canary: a promote or rollback (by the
+    # experiment or by hand) ends the split in the same publish that moves the tracks.
+    if exp is None or tracks.get(exp.control) != Track.STABLE or tracks.get(exp.treatment) != Track.CANARY:
+        return None
+    name = svc.spec.name
+    return Assignment(
+        exp.salt,
+        name,
+        exp.unit_kind,
+        exp.unit_name,
+        exp.allocation,
+        WeightedTarget(cluster_name(name, exp.control), 100, f"{name}@{exp.control}"),
+        WeightedTarget(cluster_name(name, exp.treatment), 100, f"{name}@{exp.treatment}"),
+    )
+
+
+def _variant_routes(main: Route, assignment: Assignment) -> list[Route]:
+    """The routes a unit's variant header leads to: the main route's match plus that header.
+
+    The main route and these carry the assignment script, which sets the header from the
+    unit's hash (a client's own value is overwritten) and has Envoy match again."""
+    out = []
+    for arm, target in ((TREATMENT, assignment.treatment), (CONTROL, assignment.control)):
+        header = (VARIANT_HEADER, variant_value(assignment.service, arm))
+        match = replace(main.match, headers=tuple(sorted((*main.match.headers, header))))
+        out.append(replace(main, name=f"{main.name}-{arm}", match=match, targets=(target,), assignment=assignment))
+    return out
+
+
 def build_routing_state(
-    services: list[ServiceRouting], endpoints: Callable[[str, str], list[int]], listen_port: int
+    services: list[ServiceRouting],
+    endpoints: Callable[[str, str], list[int]],
+    listen_port: int,
+    event_log: str | None = None,
 ) -> RoutingState:
     clusters: list[Cluster] = []
     routes: list[Route] = []
@@ -84,6 +134,7 @@ def build_routing_state(
             if p.track != Track.SHADOW and p.weight > 0
         )
         mirrors = tuple(cluster_name(spec.name, p.version) for p in svc.placements if p.track == Track.SHADOW)
+        assignment = _assignment(svc)
         for i, rs in enumerate(spec.routes):
             match = Match(
                 prefix=rs.prefix,
@@ -109,7 +160,10 @@ def build_routing_state(
                 routes.append(
                     replace(main, name=f"{spec.name}-{i}-h{j}", match=personal, targets=(target,), mirrors=())
                 )
+            if assignment is not None:
+                main = replace(main, assignment=assignment)
+                routes.extend(_variant_routes(main, assignment))
             if weighted:
                 routes.append(main)
     routes.sort(key=_specificity)  # stable sort keeps declaration order among equals
-    return RoutingState(clusters=tuple(clusters), routes=tuple(routes), listen_port=listen_port)
+    return RoutingState(clusters=tuple(clusters), routes=tuple(routes), listen_port=listen_port, event_log=event_log)

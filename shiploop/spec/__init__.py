@@ -1,6 +1,7 @@
 """service.yaml and shiploop.yaml: models, loading, and one-line errors."""
 
 from shiploop.spec.durations import Duration, PositiveDuration, format_duration, parse_duration
+from shiploop.spec.experiment import ExperimentMetric, ExperimentMetrics, ExperimentSpec, ExperimentUnit
 from shiploop.spec.issues import SpecError
 from shiploop.spec.loader import PROJECT_FILE, SERVICE_FILE, find_service_files, load_project, load_service
 from shiploop.spec.models import (
@@ -34,6 +35,10 @@ __all__ = [
     "Alert",
     "CircuitBreaker",
     "Duration",
+    "ExperimentMetric",
+    "ExperimentMetrics",
+    "ExperimentSpec",
+    "ExperimentUnit",
     "GatewaySpec",
     "Guardrail",
     "HealthCheck",

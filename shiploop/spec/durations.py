@@ -1,4 +1,4 @@
-"""Durations as users write them ("500ms", "2s", "1m30s", 90) and as float seconds."""
+"""Durations as users write them ("500ms", "2s", "1m30s", "14d", 90) and as float seconds."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pydantic import BeforeValidator
 
 from shiploop.spec.issues import spec_issue
 
-_UNITS: dict[str, float] = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_UNITS: dict[str, float] = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 # "ms" before "m" so the alternation does not stop at the "m" of "500ms".
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
-_ORDER = ["h", "m", "s", "ms"]
-DURATION_HINT = "write a number of seconds or use units ms, s, m, h, e.g. 500ms, 2s, 5m, 1m30s"
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
+_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|d|h|m|s))+")
+_ORDER = ["d", "h", "m", "s", "ms"]
+DURATION_HINT = "write a number of seconds or use units ms, s, m, h, d, e.g. 500ms, 2s, 5m, 1m30s"
 
 
 def parse_duration(value: object) -> float:
@@ -61,9 +61,11 @@ def format_duration(seconds: float) -> str:
     whole = int(seconds)
     if whole != seconds:
         return f"{seconds:g}s"
-    hours, rest = divmod(whole, 3600)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else ""]
+    parts += [f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
     return "".join(parts) or "0s"
 
 

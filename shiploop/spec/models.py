@@ -19,6 +19,7 @@ from shiploop.errors import Invalid
 from shiploop.spec import envoy_rules
 from shiploop.spec.base import SpecModel, check_choice, scalar_to_str
 from shiploop.spec.durations import PositiveDuration
+from shiploop.spec.experiment import ExperimentSpec
 from shiploop.spec.issues import spec_issue
 from shiploop.spec.rollout import RolloutPolicy
 
@@ -375,6 +376,8 @@ class ServiceSpec(SpecModel):
     """Envoy ejecting failing replicas."""
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
     """How `shiploop rollout` ships and judges a new version (the candidate's own file decides)."""
+    experiment: ExperimentSpec | None = None
+    """A hypothesis `shiploop experiment` tests on this version against stable (the candidate's own file decides)."""
     # Set by the loader, never read from service.yaml.
     directory: Annotated[Path, Field(strict=False)] = Path(".")
 

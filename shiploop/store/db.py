@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from shiploop.errors import Unavailable
+from shiploop.store.experiments import EXPERIMENT_SCHEMA, ExperimentTables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -163,7 +164,7 @@ class StoreNotWritable(Unavailable, sqlite3.OperationalError):
     """The disk refused a write to the state store (read-only, full, I/O error)."""
 
 
-class Store:
+class Store(ExperimentTables):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
@@ -176,7 +177,7 @@ class Store:
         finally:
             os.umask(old_umask)
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        self.db.executescript(SCHEMA + EXPERIMENT_SCHEMA)
         self._depth = 0  # nesting of transaction()
         self._pending_events: deque[tuple[Any, ...]] = deque(maxlen=_MAX_PENDING_EVENTS)
         self._pending_replicas: dict[tuple[str, str, int], ReplicaRow] = {}

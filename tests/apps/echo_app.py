@@ -4,7 +4,8 @@ Environment: PORT, SHIPLOOP_SERVICE, SHIPLOOP_VERSION, plus knobs
 FAIL_RATE (0..1 share of 500s), SLOW_RATE and SLOW_MS (share of requests
 delayed), CRASH_AFTER (exit after N requests), NOT_READY (never healthy),
 FAIL_FILE (while this file exists, fail the share of requests written in it:
-an incident shared by every version that reads the same path).
+an incident shared by every version that reads the same path). A request's
+x-echo-events (e.g. "signup,purchase=12.50") comes back as Shiploop-Event headers.
 """
 
 import json
@@ -51,6 +52,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("x-app-version", VERSION)
+        # Experiment events as an app reports them: x-echo-events: signup,purchase=12.50
+        for event in filter(None, (self.headers.get("x-echo-events") or "").split(",")):
+            self.send_header("Shiploop-Event", event.strip())
         self.end_headers()
         self.wfile.write(data)
 

@@ -25,6 +25,9 @@ TOKEN = "t0ken"
 
 
 class FakeStore:
+    def running_experiment(self, service: str) -> None:
+        return None
+
     def events(self, service: str | None, limit: int) -> list[dict[str, Any]]:
         rows = [
             {"id": i, "ts": 1000.0 + i, "service": "web", "kind": "deployed", "message": f"m{i}", "evidence": None}

@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"loadgen"},
     {"server"},
     {"rollout"},
+    {"experiments"},
     {"telemetry"},
     {"daemon"},
     {"cli"},

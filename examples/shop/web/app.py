@@ -1,8 +1,9 @@
 """web: the shop's front page and signup form.
 
 Served by the gateway at / (every path no other service claims):
-  GET /          the landing page with a signup form
-  POST /signup   form field `email`; calls api through the gateway, then thanks you
+  GET /          the landing page with a signup form (one of two designs, behaviour.json)
+  POST /signup   form field `email`; calls api through the gateway, then thanks you and
+                 reports the event to experiments (`Shiploop-Event: signup`)
   GET /healthz, GET /metrics (Prometheus text)
 
 web reaches api through the gateway ($SHOP_GATEWAY), like any other client, so
@@ -37,11 +38,21 @@ PAGE = """<!doctype html>
 </body></html>
 """
 
-FORM = """<p>Sign up and hear about the next roast first.</p>
+# Two designs of the signup form (behaviour.json's "signup_form"); `shiploop experiment`
+# measures which one gets more visitors to sign up (examples/experiment.py).
+FORMS = {
+    "classic": """<section data-design="classic"><p>Sign up and hear about the next roast first.</p>
 <form method="post" action="/signup">
+  <input type="text" name="name" placeholder="Your name">
   <input type="email" name="email" placeholder="you@example.com" required>
   <button type="submit">Sign up</button>
-</form>"""
+</form></section>""",
+    "one-field": """<section data-design="one-field"><form method="post" action="/signup">
+  <input type="email" name="email" placeholder="Your email, and the next roast is yours first" required>
+  <button type="submit">Get the next roast</button>
+</form></section>""",
+}
+FORM = FORMS[BEHAVIOUR.get("signup_form", "classic")]
 
 
 def count(name: str) -> None:
@@ -109,6 +120,8 @@ class Handler(BaseHTTPRequestHandler):
             # 500, not 502: the gateway retries 502-504 on some routes, and a signup must not repeat.
             return self.reply(500, page(f"<p>Sorry, we could not sign you up ({html.escape(str(exc))}).</p>"))
         count("shop_signups_total")
+        # The experiment's event: the gateway logs it for this visitor's unit and strips the header.
+        self.events = ["signup"]
         thanks = (
             f"<p>Thank you, {html.escape(email)}! You are signup #{signup['id']}.</p>"
             f"<p><small>recorded by api@{html.escape(str(signup.get('version')))}</small></p>"
@@ -120,6 +133,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        for event in getattr(self, "events", ()):
+            self.send_header("Shiploop-Event", event)
+        self.events = []
         self.end_headers()
         self.wfile.write(data)
 

@@ -1,0 +1,154 @@
+"""An experiment's evidence from the store -> its status: variants, lift, SRM, guardrails, decision.
+
+The statistics are shiploop.analysis.experiment's; the guardrails are the rollout
+judge's (rollout.judge.guardrail_results) on the requests Envoy logged per variant,
+one stratum since the start (the split never moves during an experiment).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from shiploop.analysis.experiment import (
+    Lift,
+    UnitSums,
+    Verdict,
+    decide,
+    estimate_lift,
+    sample_ratio_p,
+)
+from shiploop.gateway.assignment import CONTROL, TREATMENT
+from shiploop.gateway.render import HISTOGRAM_BUCKETS_MS
+from shiploop.rollout.core import harm_sentence
+from shiploop.rollout.judge import guardrail_results
+from shiploop.rollout.readings import Reading, Stratum
+from shiploop.spec import ExperimentMetric, ExperimentSpec, RolloutPolicy
+from shiploop.store import ArmTraffic, ExperimentRow, Store
+
+BUCKETS_MS = HISTOGRAM_BUCKETS_MS  # the latency buckets exposures are counted in, as Envoy's histograms
+
+
+def _num(x: float | None) -> float | None:
+    """JSON has no NaN or infinity: not known is null."""
+    return None if x is None or math.isnan(x) or math.isinf(x) else x
+
+
+def spec_of(row: ExperimentRow) -> ExperimentSpec:
+    return ExperimentSpec.model_validate(row.spec)
+
+
+def metric_sums(store: Store, row: ExperimentRow, metric: ExperimentMetric) -> dict[str, UnitSums]:
+    assert metric.event is not None
+    sums = store.arm_sums(row.id, metric.event, conversion=metric.kind == "conversion")
+    return {arm: UnitSums(s.units, s.x, s.xx) for arm, s in sums.items()}
+
+
+def _lift_json(lift: Lift) -> dict[str, Any]:
+    lo, hi = lift.interval
+    return {
+        "absolute": _num(lift.absolute),
+        "relative": _num(lift.relative),
+        "interval": [_num(lo), _num(hi)],
+        "relative_interval": [_num(x) for x in lift.relative_interval] if lift.relative_interval else None,
+        "chance_to_beat": _num(lift.chance_to_beat),
+    }
+
+
+def _reading(t: ArmTraffic, now: float) -> Reading:
+    cumulative = []
+    total = 0
+    for bound in BUCKETS_MS:
+        total += t.buckets.get(float(bound), 0)
+        cumulative.append((float(bound), total))
+    return Reading(now, t.requests, t.errors, tuple(cumulative))
+
+
+def guardrails(
+    store: Store, row: ExperimentRow, spec: ExperimentSpec, now: float
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Each guardrail's verdict as JSON, and the harm sentence of the worst one (None: no harm)."""
+    policy = RolloutPolicy(guardrails=spec.guardrails, alpha=spec.alpha)
+    treatment = _reading(store.arm_traffic(row.id, TREATMENT), now)
+    control = _reading(store.arm_traffic(row.id, CONTROL), now)
+    results = guardrail_results(policy, [Stratum(0, round(spec.allocation), treatment, control)])
+    out = []
+    for g in results:
+        r = g.result
+        verdict = "harm" if r.harmful else ("ok" if r.noninferior else "watching")
+        out.append({"name": g.name, "detail": g.detail, "verdict": verdict, **r.as_dict()})
+    harmful = sorted((g for g in results if g.result.harmful), key=lambda g: -g.result.log_lambda)
+    return out, harm_sentence(harmful[0]) if harmful else None
+
+
+def evaluate(store: Store, row: ExperimentRow, now: float) -> tuple[dict[str, Any], Verdict]:
+    """The status the CLI shows (the issue's JSON shape, and more), and the decision so far."""
+    spec = spec_of(row)
+    primary = spec.metrics.primary
+    sums = metric_sums(store, row, primary)
+    empty = UnitSums(0, 0.0, 0.0)
+    control, treatment = sums.get(CONTROL, empty), sums.get(TREATMENT, empty)
+    lift = estimate_lift(control, treatment, alpha=spec.alpha, mde=spec.minimum_detectable_effect)
+    assert primary.event is not None
+    events = store.arm_events(row.id, primary.event)
+    srm_p = sample_ratio_p(control.units, treatment.units, spec.allocation) if control.units + treatment.units else None
+    guards, harm = guardrails(store, row, spec, now)
+    elapsed = (row.ended_at or now) - row.started_at
+    verdict = decide(
+        lift,
+        mde=spec.minimum_detectable_effect,
+        guardrail_harm=harm,
+        srm_p=srm_p,
+        elapsed_s=elapsed,
+        max_duration_s=spec.max_duration,
+    )
+    secondary = []
+    for m in spec.metrics.secondary:
+        if m.kind == "app_ratio":
+            secondary.append({"metric": m.label, "measured": False, "note": "app counters are not read yet"})
+            continue
+        s = metric_sums(store, row, m)
+        c, t = s.get(CONTROL, empty), s.get(TREATMENT, empty)
+        secondary.append(
+            {
+                "metric": m.label,
+                "measured": True,
+                "values": {CONTROL: _num(c.value), TREATMENT: _num(t.value)},
+                "lift": _lift_json(estimate_lift(c, t, alpha=spec.alpha)),
+            }
+        )
+    variants = [
+        {
+            "version": version,
+            "track": track,
+            "arm": arm,
+            "units": s.units,
+            "events": events.get(arm, 0),
+            "value": _num(s.value),
+        }
+        for arm, version, track, s in (
+            (CONTROL, row.control, "stable", control),
+            (TREATMENT, row.treatment, "canary", treatment),
+        )
+    ]
+    status = {
+        "id": row.id,
+        "service": row.service,
+        "state": row.state,
+        "hypothesis": row.hypothesis,
+        "primary": primary.label,
+        "allocation": spec.allocation,
+        "minimum_detectable_effect": spec.minimum_detectable_effect,
+        "started_at": row.started_at,
+        "ended_at": row.ended_at,
+        "elapsed_s": elapsed,
+        "max_duration_s": spec.max_duration,
+        "variants": variants,
+        "lift": _lift_json(lift),
+        "srm_p": _num(srm_p),
+        "guardrails": guards,
+        "secondary": secondary,
+        "decision": str(row.decision or verdict.decision) if not row.running else str(verdict.decision),
+        "reason": (row.reason or verdict.reason) if not row.running else verdict.reason,
+    }
+    return status, verdict

@@ -1,0 +1,154 @@
+"""`shiploop experiment` through the real CLI, daemon and Envoy: simulated visitors, their counts
+in `status`, sticky units across a daemon restart, and a guardrail harm that stops an experiment.
+One project for every assertion (module scope)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shiploop.procs import is_running
+from tests.conftest import wait_until
+from tests.daemon_helpers import Project, create_project, take_down
+
+EXPERIMENT = """experiment:
+  hypothesis: "The one-field form raises signups per visitor"
+  unit: {cookie: shiploop_uid}
+  allocation: 50
+  metrics:
+    primary: {event: signup}
+    secondary: [{event: purchase, value: sum}]
+  minimum_detectable_effect: 0.05
+  guardrails: [{metric: error_rate, tolerance: 0.01}]
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    p = create_project(tmp_path_factory.mktemp("experiment") / "proj")
+    svc = p.add_service("shop", "/shop/")
+    # One replica a version: each start and stop is quicker, and nothing here needs two.
+    (svc / "service.yaml").write_text((svc / "service.yaml").read_text().replace("replicas: 2", "replicas: 1"))
+    p.cli("up", "--detach", "--port", str(p.port))
+    try:
+        yield p
+    finally:
+        take_down(p)
+
+
+def _status(project: Project) -> dict:  # type: ignore[type-arg]
+    """The daemon's answer to `experiment status` (straight from the API: a CLI start costs ~1 s here)."""
+    api = project.daemon_info()["api_port"]
+    return dict(httpx.get(f"http://127.0.0.1:{api}/v1/services/shop/experiment", timeout=10).json())
+
+
+def _visit(client: httpx.Client, cookie: str | None, events: str = "") -> tuple[str, str]:
+    """One visit: (the version that answered, the visitor's unit id)."""
+    client.cookies.clear()  # each visitor is its own browser: only the cookie given here
+    headers = {"x-echo-events": events} if events else {}
+    if cookie:
+        headers["cookie"] = f"shiploop_uid={cookie}"
+    r = client.get("/shop/signup", headers=headers)
+    assert r.status_code == 200, r.text
+    assert "shiploop-event" not in r.headers  # stripped before the client
+    return r.json()["version"], cookie or r.cookies["shiploop_uid"]
+
+
+def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project: Project) -> None:
+    # An experiment whose candidate differs only in an env var: the versions are told apart by their ids.
+    svc = project.root / "shop"
+    (svc / "service.yaml").write_text((svc / "service.yaml").read_text() + EXPERIMENT)
+    project.set_env("shop", {"DESIGN": "one-field"})
+    started = json.loads(project.cli("experiment", "start", "shop", "--json").stdout)
+    control, treatment = (v["version"] for v in started["variants"])
+    assert started["state"] == "running" and control != treatment
+
+    # 80 visitors, 3 visits each; a visitor signs up (and buys) on its second visit, at a rate
+    # by the version it sees; every visit is one request, as the counts below assume.
+    rng = random.Random(7)
+    sent_units: Counter[str] = Counter()
+    sent_signups: Counter[str] = Counter()
+    seen: dict[str, str] = {}
+    with httpx.Client(base_url=project.url, timeout=10) as client:
+        for _ in range(80):
+            version, unit = _visit(client, None)
+            seen[unit] = version
+            sent_units[version] += 1
+            converts = rng.random() < (0.6 if version == treatment else 0.3)
+            events = "signup,purchase=10" if converts else ""
+            again, _ = _visit(client, unit, events)
+            sent_signups[again] += bool(converts)
+            assert again == version and _visit(client, unit)[0] == version  # sticky
+    assert set(sent_units) == {control, treatment}
+
+    def counted() -> bool:
+        variants = {v["version"]: v for v in _status(project)["variants"]}
+        return sum(v["units"] for v in variants.values()) == 80
+
+    wait_until(counted, 15, interval=0.2, what="every visitor counted")
+    status = _status(project)
+    variants = {v["version"]: v for v in status["variants"]}
+    assert {v: variants[v]["units"] for v in variants} == dict(sent_units)
+    assert {v: variants[v]["events"] for v in variants} == {v: sent_signups[v] for v in variants}
+    assert variants[treatment]["track"] == "canary" and variants[control]["track"] == "stable"
+    assert variants[treatment]["value"] == pytest.approx(sent_signups[treatment] / sent_units[treatment])
+    assert status["state"] == "running" and status["decision"] == "continue"
+    assert {"absolute", "relative", "interval"} <= set(status["lift"])
+
+    # The daemon dies and comes back: the same visitors see the same versions, nothing is counted twice.
+    daemon = project.daemon_info()
+    os.kill(daemon["pid"], signal.SIGKILL)
+    wait_until(lambda: not is_running(daemon["pid"], daemon["start_time"]), 5, what="daemon to die")
+    project.cli("up", "--detach")
+    with httpx.Client(base_url=project.url, timeout=10) as client:
+        assert {u: _visit(client, u)[0] for u in seen} == seen
+    wait_until(
+        lambda: sum(v["units"] for v in _status(project)["variants"]) == 80
+        and _db_requests(project.root) == 80 * 4,
+        15,
+        interval=0.2,
+        what="the visits after the restart folded once",
+    )
+
+    # Stopped by hand (discard): all traffic back to stable, the history says so.
+    project.cli("experiment", "stop", "shop", "--discard")
+    assert project.versions("shop")["stable"]["id"] == control
+    history = json.loads(project.cli("experiment", "history", "shop", "--json").stdout)
+    assert history[0]["state"] == "discarded" and history[0]["hypothesis"].startswith("The one-field")
+
+    # A candidate that fails half its requests: the error-rate guardrail stops it on its own (exit 3).
+    wait_until(lambda: "canary" not in project.versions("shop"), 15, what="the discarded candidate to stop")
+    project.set_env("shop", {"DESIGN": "broken", "FAIL_RATE": "0.5"})
+    project.cli("experiment", "start", "shop")
+    with httpx.Client(base_url=project.url, timeout=10) as client:
+
+        def harm_found() -> bool:
+            for _ in range(20):
+                client.get("/shop/x", headers={"cookie": f"shiploop_uid=u{rng.random()}"})
+            return _status(project)["state"] != "running"
+
+        wait_until(harm_found, 30, interval=0.1, what="the guardrail to stop the experiment")
+    waited = project.cli("experiment", "status", "shop", "--wait", check=False)
+    assert waited.returncode == 3, waited.stdout + waited.stderr
+    final = _status(project)
+    assert final["state"] == "stopped" and "guardrail" in final["reason"], final["reason"]
+    assert any(g["verdict"] == "harm" for g in final["guardrails"])
+    assert project.versions("shop")["stable"]["id"] == control
+
+
+def _db_requests(root: Path) -> int:
+    import sqlite3
+
+    db = sqlite3.connect(root / ".shiploop" / "state.db")
+    try:
+        return int(db.execute("SELECT SUM(requests) FROM experiment_units WHERE experiment = 1").fetchone()[0])
+    finally:
+        db.close()
