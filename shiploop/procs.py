@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from shiploop.errors import Unavailable
+from shiploop.errors import Invalid, Unavailable
 
 POSIX = hasattr(os, "killpg")
 
@@ -104,6 +104,8 @@ def reap_later(proc: subprocess.Popen[bytes]) -> None:
 # Ports we listen on are picked below the kernel's ephemeral range. A port from that range
 # (what binding port 0 returns) is also handed to outgoing connections, so one can take it
 # between our pick and our bind: a gateway restarted in a parallel test run lost its port so.
+# SHIPLOOP_PORT_RANGE=FIRST-LAST narrows the choice (a firewall's opening; each test worker
+# its own share, so that two workers never pick the same port).
 _LISTEN_PORTS_FROM = 15000
 
 
@@ -114,20 +116,38 @@ def _ephemeral_range_start() -> int:
         return 32768  # Linux's default
 
 
+def listen_port_range() -> range:
+    spec = os.environ.get("SHIPLOOP_PORT_RANGE", "").strip()
+    if not spec:
+        below = _ephemeral_range_start()
+        return range(_LISTEN_PORTS_FROM, below) if below - _LISTEN_PORTS_FROM >= 1000 else range(0)
+    first, sep, last = spec.partition("-")
+    if not (sep and first.strip().isdigit() and last.strip().isdigit() and 1024 <= int(first) <= int(last) <= 65535):
+        raise Invalid(
+            f"SHIPLOOP_PORT_RANGE is {spec!r}: expected FIRST-LAST between 1024 and 65535",
+            hint="e.g. export SHIPLOOP_PORT_RANGE=20000-20999, or unset it",
+        )
+    return range(int(first), int(last) + 1)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now, picked at random below the ephemeral range."""
+    """A port nothing listens on now, picked at random from listen_port_range()."""
     import random
     import socket
 
-    below = _ephemeral_range_start()
-    candidates = range(_LISTEN_PORTS_FROM, below) if below - _LISTEN_PORTS_FROM >= 1000 else range(0)
-    for port in random.sample(candidates, min(50, len(candidates))):
+    candidates = listen_port_range()
+    for port in random.sample(candidates, len(candidates)):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
             return port
+    if os.environ.get("SHIPLOOP_PORT_RANGE", "").strip():
+        raise Unavailable(
+            f"no free port in SHIPLOOP_PORT_RANGE={os.environ['SHIPLOOP_PORT_RANGE']}",
+            hint="widen it, or unset it",
+        )
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

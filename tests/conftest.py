@@ -96,6 +96,17 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 TIERS = ("unit", "integration", "e2e")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Each xdist worker picks listening ports from its own share of the range: the
+    processes its tests start inherit the variable, so two workers' replicas, gateways and
+    daemons never choose the same port between its pick and its bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker.startswith("gw") and count > 1 and "SHIPLOOP_PORT_RANGE" not in os.environ:
+        index, span = int(worker[2:]), (32000 - 15000) // count
+        os.environ["SHIPLOOP_PORT_RANGE"] = f"{15000 + index * span}-{15000 + (index + 1) * span - 1}"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tiers by directory: tests/unit (no processes), tests/integration (real Envoy
     and daemon), tests/e2e (whole rollouts under load, marked slow)."""
