@@ -4,7 +4,6 @@ promtool (Debian's prometheus package), no daemon needed."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,17 +13,7 @@ import yaml
 
 from shiploop.telemetry.alerts import alert_rules
 from tests.daemon_helpers import Project, create_project
-
-# What Grafana puts in for the variables: one service, every version, a counter the apps have.
-GRAFANA_VALUES = {
-    "$__rate_interval": "20s",
-    "$__interval": "5s",
-    "$project": "testproj",
-    "$service": "echo",
-    "$version": ".*",
-    "$guardrail": ".*",
-    "$counter": "app_requests_total",
-}
+from tests.prometheus_exports import interpolate
 
 
 def promtool() -> str:
@@ -32,14 +21,6 @@ def promtool() -> str:
     if found is None:
         pytest.skip("promtool not installed (Debian: apt-get install prometheus; make test does it as root)")
     return found
-
-
-def interpolate(expr: str, values: dict[str, str] = GRAFANA_VALUES) -> str:
-    # Longest names first: $__rate_interval before $__interval.
-    for name in sorted(values, key=len, reverse=True):
-        expr = expr.replace(name, values[name])
-    assert not re.search(r"\$\w", expr), expr
-    return expr
 
 
 def check_rules(tool: str, path: Path) -> str:
