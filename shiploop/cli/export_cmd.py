@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from shiploop.cli.client import find_root
+from shiploop.errors import Invalid
 from shiploop.paths import ProjectPaths, private_dir
 
 dashboards_app = typer.Typer(help="Grafana dashboards for the project.", no_args_is_help=True)
@@ -36,10 +37,16 @@ def export_dashboards(
         paths = ProjectPaths(root)
         private_dir(paths.state_dir)  # made here when the project never ran: private, as the daemon makes it
         out = paths.state_dir / "dashboards"
-    out.mkdir(parents=True, exist_ok=True)
     dashboards = build_dashboards(project.name, list(project.services))
-    for name, body in dashboards.items():
-        write_atomically(out / name, json.dumps(body, indent=2) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, body in dashboards.items():
+            write_atomically(out / name, json.dumps(body, indent=2) + "\n")
+    except OSError as e:
+        raise Invalid(
+            f"cannot write the dashboards to {out}: {e.strerror}",
+            hint="pick another: shiploop dashboards export --out DIR",
+        ) from None
     for name in dashboards:
         print(out / name)
     print(
@@ -63,7 +70,12 @@ def export_alerts(
     if out is None:
         print(text, end="")
         return
-    write_atomically(out, text)
+    try:
+        write_atomically(out, text)
+    except OSError as e:
+        raise Invalid(
+            f"cannot write the rules to {out}: {e.strerror}", hint="pick another: shiploop alerts export --out FILE"
+        ) from None
     print(
         f"wrote {out}; add it to rule_files in your Prometheus configuration; check it with: promtool check rules {out}"
     )

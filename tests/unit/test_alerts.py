@@ -84,3 +84,11 @@ def test_help_of_every_runbook_command(capsys, rules):
             run_app(app, err, [*args, "--help"])
         out = capsys.readouterr().out
         assert info.value.code in (0, None) and out.startswith(f"Usage: shiploop {args[0]}"), (args, out)
+
+
+def test_alerts_export_to_a_place_it_cannot_write_is_one_line_exit_2(capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        run_app(app, err, ["alerts", "export", "--out", str(tmp_path / "missing" / "alerts.yml")])
+    stderr = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in stderr
+    assert stderr.startswith("error: cannot write the rules to") and len(stderr.strip().splitlines()) == 1, stderr
