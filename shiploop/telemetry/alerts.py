@@ -23,6 +23,21 @@ CANDIDATE = "{{ $labels.candidate }}"
 ROLLOUT = "{{ $labels.rollout }}"
 PROJECT = "{{ $labels.project }}"
 
+# The commands the runbooks name, each written once (tests/unit/test_alerts.py parses them all).
+ROLLOUT_STATUS = f"`shiploop rollout status {SERVICE}`"
+ROLLOUT_RESUME = f"`shiploop rollout resume {SERVICE}`"
+ROLLOUT_PROMOTE = f"`shiploop rollout promote {SERVICE}`"
+ROLLOUT_ABORT = f"`shiploop rollout abort {SERVICE}`"
+ROLLOUT_AGAIN = f"`shiploop rollout {SERVICE}`"
+ROLLBACK = f"`shiploop rollback {SERVICE}`"
+VERSION_LOGS = f"`shiploop logs {SERVICE} --version {VERSION}`"
+CANDIDATE_LOGS = f"`shiploop logs {SERVICE} --version {CANDIDATE}`"
+SERVICE_EVENTS = f"`shiploop events {SERVICE}`"
+HISTORY = f"`shiploop history {SERVICE}`"
+EVENTS = "`shiploop events`"
+STATUS = "`shiploop status`"
+UP = "`shiploop up --detach`"
+
 # A version beside stable: the canary (or a B of an A/B), or a dark launch's shadow (copies).
 CANDIDATES = 'track=~"canary|shadow"'
 STABLE = 'track="stable"'
@@ -71,9 +86,9 @@ VERSION_RULES = (
         f"{SERVICE} {VERSION} ({TRACK}) answers {{{{ $value | humanizePercentage }}}} more 5xx than stable",
         f"Over {WINDOW}, the share of 5xx answers of version {VERSION} of {SERVICE} ({TRACK}) is "
         f"{ERROR_SHARE_ABOVE_STABLE:.0%} or more above its stable version's, in project {PROJECT}.",
-        f"See how the rollout judges it: `shiploop rollout status {SERVICE}`; the version's own "
-        f"output: `shiploop logs {SERVICE} --version {VERSION}`; take it out of traffic: "
-        f"`shiploop rollback {SERVICE}` (or `shiploop rollout abort {SERVICE}` while a rollout runs).",
+        f"See how the rollout judges it: {ROLLOUT_STATUS}; the version's own "
+        f"output: {VERSION_LOGS}; take it out of traffic: "
+        f"{ROLLBACK} (or {ROLLOUT_ABORT} while a rollout runs).",
         for_="2m",
     ),
     Rule(
@@ -87,9 +102,9 @@ VERSION_RULES = (
         f"Over {WINDOW}, the 95th percentile of upstream latency of version {VERSION} of {SERVICE} "
         f"({TRACK}) is more than {P95_RATIO:g} times its stable version's and above {P95_FLOOR_MS} ms, "
         f"in project {PROJECT}.",
-        f"See how the rollout judges it: `shiploop rollout status {SERVICE}`; the version's own "
-        f"output: `shiploop logs {SERVICE} --version {VERSION}`; take it out of traffic: "
-        f"`shiploop rollback {SERVICE}` (or `shiploop rollout abort {SERVICE}` while a rollout runs).",
+        f"See how the rollout judges it: {ROLLOUT_STATUS}; the version's own "
+        f"output: {VERSION_LOGS}; take it out of traffic: "
+        f"{ROLLBACK} (or {ROLLOUT_ABORT} while a rollout runs).",
         for_="2m",
     ),
 )
@@ -101,9 +116,9 @@ ROLLOUT_RULES = (
         f"The rollout of {SERVICE} is held: it waits for a person",
         f"Rollout #{ROLLOUT} of {SERVICE} ({CANDIDATE}) is held in project {PROJECT}: its policy "
         "holds when a step stays inconclusive, or routing does not do what was configured (SRM).",
-        f"See why: `shiploop rollout status {SERVICE}` and `shiploop events {SERVICE}`; then go on: "
-        f"`shiploop rollout resume {SERVICE}`, or `shiploop rollout promote {SERVICE}`, or "
-        f"`shiploop rollout abort {SERVICE}`.",
+        f"See why: {ROLLOUT_STATUS} and {SERVICE_EVENTS}; then go on: "
+        f"{ROLLOUT_RESUME}, or {ROLLOUT_PROMOTE}, or "
+        f"{ROLLOUT_ABORT}.",
     ),
     Rule(
         "ShiploopRolloutRolledBack",
@@ -111,8 +126,7 @@ ROLLOUT_RULES = (
         f"The rollout of {SERVICE} was rolled back",
         f"Rollout #{ROLLOUT} of {SERVICE} judged {CANDIDATE} harmful and sent all traffic back to "
         f"stable, in project {PROJECT}. It resolves when the next rollout starts or an hour later.",
-        f"The decisive evidence: `shiploop history {SERVICE}` and `shiploop events {SERVICE}`; "
-        f"the candidate's output: `shiploop logs {SERVICE} --version {CANDIDATE}`.",
+        f"The decisive evidence: {HISTORY} and {SERVICE_EVENTS}; the candidate's output: {CANDIDATE_LOGS}.",
     ),
     Rule(
         "ShiploopRolloutFailed",
@@ -120,8 +134,7 @@ ROLLOUT_RULES = (
         f"The rollout of {SERVICE} failed",
         f"Rollout #{ROLLOUT} of {SERVICE} ({CANDIDATE}) ended without a verdict in project "
         f"{PROJECT} (the candidate could not start, a webhook refused, or the evidence was lost).",
-        f"See why: `shiploop events {SERVICE}` and `shiploop logs {SERVICE} --version {CANDIDATE}`; "
-        f"try again: `shiploop rollout {SERVICE}`.",
+        f"See why: {SERVICE_EVENTS} and {CANDIDATE_LOGS}; try again: {ROLLOUT_AGAIN}.",
     ),
 )
 
@@ -132,8 +145,8 @@ GATEWAY_RULES = (
         f"The Envoy gateway of {PROJECT} is down",
         f"Prometheus cannot scrape Envoy's stats listener ({{{{ $labels.instance }}}}) of project "
         f"{PROJECT}: Envoy is down, and no service answers through the gateway.",
-        "Check it: `shiploop status` (the daemon starts Envoy again by itself within seconds; "
-        "status names the logs); if the daemon is down too: `shiploop up --detach`.",
+        f"Check it: {STATUS} (the daemon starts Envoy again by itself within seconds; "
+        f"status names the logs); if the daemon is down too: {UP}.",
         for_="1m",
         severity="critical",
     ),
@@ -143,8 +156,7 @@ GATEWAY_RULES = (
         f"The shiploop daemon of {PROJECT} is down",
         f"Prometheus cannot scrape the daemon's /metrics ({{{{ $labels.instance }}}}) of project "
         f"{PROJECT}: nothing supervises Envoy or the replicas, and no rollout is judged.",
-        "Check it: `shiploop status`; start it again (it adopts the running Envoy and replicas): "
-        "`shiploop up --detach`.",
+        f"Check it: {STATUS}; start it again (it adopts the running Envoy and replicas): {UP}.",
         for_="1m",
         severity="critical",
     ),
@@ -154,15 +166,15 @@ GATEWAY_RULES = (
         f"Envoy rejected a routing change of {PROJECT}",
         f"Envoy refused a routing generation in project {PROJECT} in the last 10 minutes; the "
         "previous routes kept serving, so the change that was asked for is not in effect.",
-        "The command that asked for it printed Envoy's reason; see what changed: `shiploop events` "
-        "and where the daemon log is: `shiploop status`.",
+        f"The command that asked for it printed Envoy's reason; see what changed: {EVENTS} "
+        f"and where the daemon log is: {STATUS}.",
     ),
     Rule(
         "ShiploopEnvoyRestarting",
         "increase(shiploop_envoy_restarts_total[10m]) > 1",
         f"Envoy of {PROJECT} keeps dying",
         f"The daemon of project {PROJECT} started Envoy again more than once in 10 minutes.",
-        "See the gateway and where its log is: `shiploop status`.",
+        f"See the gateway and where its log is: {STATUS}.",
     ),
 )
 
@@ -173,8 +185,7 @@ REPLICA_RULES = (
         f"Replicas of {SERVICE} {VERSION} ({TRACK}) keep crashing",
         f"Replicas of version {VERSION} of {SERVICE} ({TRACK}) restarted more than "
         f"{RESTARTS_IN_10M} times in 10 minutes, in project {PROJECT}.",
-        f"Why they exit: `shiploop logs {SERVICE} --version {VERSION}`; replicas ready: "
-        f"`shiploop status`; a canary can be taken out: `shiploop rollback {SERVICE}`.",
+        f"Why they exit: {VERSION_LOGS}; replicas ready: {STATUS}; a canary can be taken out: {ROLLBACK}.",
     ),
 )
 

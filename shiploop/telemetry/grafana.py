@@ -16,6 +16,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from grafana_foundation_sdk.builders import dashboard as d
+from grafana_foundation_sdk.builders import prometheus, table, timeseries
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DashboardLinkType,
+    DataSourceRef,
+    VariableModel,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
 from shiploop.telemetry.promql import error_share, latency_quantile, request_rate
 from shiploop.telemetry.scrape_config import JOB_REPLICAS
 
@@ -100,8 +115,7 @@ OVERVIEW: tuple[Row, ...] = (
         (
             PanelSpec(
                 "Rollouts now",
-                "Each service's latest rollout and its state (kept for an hour after it ended). "
-                "Follow one with: shiploop rollout status SERVICE.",
+                "Each service's latest rollout and its state (kept for an hour after it ended).",
                 (Query(f"shiploop_rollout_state{{{PS}}} == 1"),),
                 kind="table",
             ),
@@ -130,7 +144,7 @@ OVERVIEW: tuple[Row, ...] = (
             PanelSpec(
                 "Replica restarts",
                 "Restarts of a version's replicas after they exited; a steady climb is a crash loop "
-                "(see: shiploop logs SERVICE).",
+                "(the replicas' logs say why they exit).",
                 (
                     Query(
                         f"sum by (service, version) (increase(shiploop_replica_restarts_total{{{PSV}}}[{RATE}]))",
@@ -218,8 +232,7 @@ SERVICE: tuple[Row, ...] = (
         (
             PanelSpec(
                 "Latest rollout",
-                "The service's latest rollout and its state (kept for an hour after it ended). "
-                "Follow it with: shiploop rollout status SERVICE.",
+                "The service's latest rollout and its state (kept for an hour after it ended).",
                 (Query(f"shiploop_rollout_state{{{PS}}} == 1"),),
                 kind="table",
                 width=12,
@@ -262,7 +275,7 @@ SERVICE: tuple[Row, ...] = (
             PanelSpec(
                 "Replica restarts",
                 "Restarts of a version's replicas after they exited; a steady climb is a crash loop "
-                "(see: shiploop logs SERVICE).",
+                "(the replicas' logs say why they exit).",
                 (
                     Query(
                         f"sum by (version) (increase(shiploop_replica_restarts_total{{{PSV}}}[{RATE}]))", "{{version}}"
@@ -308,16 +321,11 @@ def dashboard_uid(project: str, name: str) -> str:
     return "shiploop-" + hashlib.sha256(f"{project}/{name}".encode()).hexdigest()[:20]
 
 
-def _datasource() -> Any:
-    from grafana_foundation_sdk.models.dashboard import DataSourceRef
-
+def _datasource() -> DataSourceRef:
     return DataSourceRef(type_val="prometheus", uid=DATASOURCE)
 
 
-def _variables(project: str, service: str | None) -> list[Any]:
-    from grafana_foundation_sdk.builders import dashboard as d
-    from grafana_foundation_sdk.models.dashboard import VariableOption, VariableRefresh, VariableSort
-
+def _variables(project: str, service: str | None) -> list[Builder[VariableModel]]:
     def query(name: str, promql: str, label: str) -> d.QueryVariable:
         return (
             d.QueryVariable(name)
@@ -354,10 +362,7 @@ def _variables(project: str, service: str | None) -> list[Any]:
     return variables
 
 
-def _panel(spec: PanelSpec, panel_id: int) -> Any:
-    from grafana_foundation_sdk.builders import prometheus, table, timeseries
-    from grafana_foundation_sdk.models.prometheus import PromQueryFormat
-
+def _panel(spec: PanelSpec, panel_id: int) -> timeseries.Panel | table.Panel:
     builder: timeseries.Panel | table.Panel = timeseries.Panel() if spec.kind == "timeseries" else table.Panel()
     builder = (
         builder.id(panel_id)
@@ -383,11 +388,8 @@ def _panel(spec: PanelSpec, panel_id: int) -> Any:
 
 
 def _annotation() -> dict[str, Any]:
-    from grafana_foundation_sdk.builders.dashboard import AnnotationQuery
-    from grafana_foundation_sdk.cog.encoder import JSONEncoder
-
     built = (
-        AnnotationQuery()
+        d.AnnotationQuery()
         .name("Rollout decisions")
         .datasource(_datasource())
         .enable(True)
@@ -408,10 +410,6 @@ def _annotation() -> dict[str, Any]:
 
 def build_dashboard(project: str, service: str | None) -> dict[str, Any]:
     """The overview (service None) or one service's dashboard, as the JSON Grafana imports."""
-    from grafana_foundation_sdk.builders import dashboard as d
-    from grafana_foundation_sdk.cog.encoder import JSONEncoder
-    from grafana_foundation_sdk.models.dashboard import DashboardCursorSync, DashboardLinkType
-
     name = service or "overview"
     builder = (
         d.Dashboard(f"shiploop · {project} · {name}")
