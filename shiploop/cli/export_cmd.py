@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 
-from shiploop.cli.client import find_root
 from shiploop.errors import Invalid
-from shiploop.paths import ProjectPaths, private_dir
+from shiploop.paths import ProjectPaths, find_root, private_dir
 
 dashboards_app = typer.Typer(help="Grafana dashboards for the project.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Prometheus alerting rules for shiploop.", no_args_is_help=True)
