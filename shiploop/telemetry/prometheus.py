@@ -1,8 +1,9 @@
 """A real Prometheus for `shiploop up --prometheus`: started, supervised and stopped by the daemon.
 
 It scrapes the project every 5 s with the config `shiploop prometheus-config`
-prints (file_sd targets the daemon keeps current) and keeps its data in
-`.shiploop/prometheus/data`. It runs in its own session on 127.0.0.1 and is
+prints (file_sd targets the daemon keeps current), evaluates the alerting rules
+`shiploop alerts export` prints (`alerts.yml`, shown on its /alerts page) and keeps
+its data in `.shiploop/prometheus/data`. It runs in its own session on 127.0.0.1 and is
 recorded in the store, so a daemon restarted after a crash adopts it; a dead
 one is started again on the same port (a new one when that port is taken),
 with back-off.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from shiploop.errors import Unavailable
 from shiploop.procs import free_port, process_start_time, reap_later, terminate_group
+from shiploop.telemetry.alerts import alert_rules
 from shiploop.telemetry.scrape_config import prometheus_config
 from shiploop.telemetry.targets import targets_dir, write_atomically
 
@@ -84,6 +86,7 @@ class ManagedPrometheus:
     def __init__(self, state_dir: Path, project: str, binary: str, log_path: Path) -> None:
         self.dir = targets_dir(state_dir)
         self.config_path = self.dir / "prometheus.yml"
+        self.rules_path = self.dir / "alerts.yml"  # shiploop's alerting rules (telemetry.alerts)
         self.data_dir = self.dir / "data"
         self.state_dir = state_dir
         self.project = project
@@ -101,7 +104,10 @@ class ManagedPrometheus:
 
     def start(self, port: int | None = None) -> PrometheusProcess:
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.config_path, prometheus_config(self.state_dir, self.project))
+        write_atomically(self.rules_path, alert_rules())
+        write_atomically(
+            self.config_path, prometheus_config(self.state_dir, self.project, rule_files=(self.rules_path,))
+        )
         port = port if port is not None and _port_free(port) else free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         args = [

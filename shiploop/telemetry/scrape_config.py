@@ -34,11 +34,15 @@ def scrape_jobs(state_dir: Path) -> list[dict[str, Any]]:
     return [job(JOB_DAEMON, "daemon.json"), job(JOB_ENVOY, "envoy.json"), job(JOB_REPLICAS, "replicas.json")]
 
 
-def prometheus_config(state_dir: Path, project: str, interval_s: int = SCRAPE_INTERVAL_S) -> str:
-    body = {
+def prometheus_config(
+    state_dir: Path, project: str, interval_s: int = SCRAPE_INTERVAL_S, rule_files: tuple[Path, ...] = ()
+) -> str:
+    body: dict[str, Any] = {
         "global": {"scrape_interval": f"{interval_s}s", "evaluation_interval": f"{interval_s}s"},
-        "scrape_configs": scrape_jobs(state_dir),
     }
+    if rule_files:
+        body["rule_files"] = [str(f) for f in rule_files]
+    body["scrape_configs"] = scrape_jobs(state_dir)
     header = (
         f"# Prometheus scrape configuration for the shiploop project '{project}' (shiploop prometheus-config).\n"
         "# Targets come from file_sd files the shiploop daemon rewrites as replicas come and go;\n"

@@ -10,11 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from shiploop.loadgen import background_load
 from shiploop.procs import is_running
+from shiploop.telemetry.alerts import all_rules
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project
+from tests.prometheus_exports import check_alert_rules, check_dashboards, loaded_rules_all_healthy
 
 RPS = 60
 # Retries (once, on the other replica) and outlier ejection move the 5xx share Envoy
@@ -92,6 +95,14 @@ def test_prometheus_scrapes_every_target_and_sees_the_canary_per_version(project
         assert weights == {stable: 90.0, canary: 10.0}
         app = query(prom, 'sum by (version) (app_requests_total{job="shiploop_replicas",track="canary"})')
         assert set(app) == {canary} and app[canary] > 0
+        # The exported Grafana dashboards and alert rules on this Prometheus: every query evaluates,
+        # the per-version panels show the canary; the rules `up --prometheus` loaded all evaluate.
+        name = yaml.safe_load((project.root / "shiploop.yaml").read_text())["name"]
+        with httpx.Client(base_url=prom, timeout=10) as c:
+            assert check_dashboards(c, name, "echo", stable, canary) > 30
+            assert check_alert_rules(c) == len(all_rules())
+            health = wait_until(lambda: loaded_rules_all_healthy(c), 20, interval=0.5, what="the rules evaluated")
+            assert health == {rule.alert: "ok" for rule in all_rules()}
 
     # Supervised: killed, it is started again.
     record = project.prometheus_info()
