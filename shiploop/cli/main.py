@@ -24,6 +24,7 @@ from shiploop.cli.client import DaemonClient, segment
 from shiploop.cli.dashboard_cmd import dashboard
 from shiploop.cli.experiment import experiment_app
 from shiploop.cli.export_cmd import alerts_app, dashboards_app
+from shiploop.cli.images_cmd import build
 from shiploop.cli.prometheus_cmd import prometheus_config_command
 from shiploop.cli.status_view import emit_json, id_column, render_status, show_status, status_view
 from shiploop.cli.usage import key_value, run_app
@@ -638,6 +639,7 @@ app.command("prometheus-config")(prometheus_config_command)
 app.command()(dashboard)
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(alerts_app, name="alerts")
+app.command()(build)
 
 
 def main() -> None:
