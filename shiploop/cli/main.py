@@ -26,6 +26,7 @@ from shiploop.cli.experiment import experiment_app
 from shiploop.cli.export_cmd import alerts_app, dashboards_app
 from shiploop.cli.images_cmd import build
 from shiploop.cli.prometheus_cmd import prometheus_config_command
+from shiploop.cli.render_cmd import render
 from shiploop.cli.status_view import emit_json, id_column, render_status, show_status, status_view
 from shiploop.cli.usage import key_value, run_app
 from shiploop.contract import (
@@ -640,6 +641,7 @@ app.command()(dashboard)
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(alerts_app, name="alerts")
 app.command()(build)
+app.command()(render)
 
 
 def main() -> None:

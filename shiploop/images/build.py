@@ -17,7 +17,7 @@ from shiploop.images.tag import image_ref, image_tag
 from shiploop.paths import ProjectPaths
 from shiploop.spec import ProjectSpec, ServiceSpec
 from shiploop.versions import snapshot
-from shiploop.versions.snapshot import Version
+from shiploop.versions.snapshot import Version, content_id, list_files
 
 LOCAL_REGISTRY = "localhost/shiploop"  # the name of images built without a registry
 
@@ -62,6 +62,15 @@ def plan_image(project: ProjectSpec, spec: ServiceSpec, registry: Registry | Non
     tag = image_tag(version.id, dockerfile.text, dict(spec.build.args))
     ref = image_ref(registry.name if registry else LOCAL_REGISTRY, spec.name, tag)
     return ImagePlan(spec.name, version, dockerfile, tag, ref)
+
+
+def current_image(spec: ServiceSpec, registry: Registry | None) -> tuple[str, str]:
+    """(version id, image ref) of the service's files as they are, read only (no snapshot is written):
+    what `shiploop build` would build and push."""
+    version = content_id(spec.directory, list_files(spec.directory))
+    dockerfile = dockerfile_for(spec, spec.directory)
+    tag = image_tag(version, dockerfile.text, dict(spec.build.args))
+    return version, image_ref(registry.name if registry else LOCAL_REGISTRY, spec.name, tag)
 
 
 def _run(cmd: list[str], log: Path, what: str) -> None:

@@ -92,3 +92,11 @@ class Profile(SpecModel):
     """Environment added to every service."""
     services: dict[str, ServiceProfile] = Field(default_factory=dict)
     """Per-service overrides, by service name."""
+    gateway_replicas: Annotated[int, Field(ge=1, le=100)] = 2
+    """Replicas of the gateway (Envoy and the shiploop agent beside it)."""
+    envoy_image: str | None = None
+    """Envoy's image in the gateway; unset: envoyproxy/envoy at the version shiploop is tested with."""
+    prometheus: str = "http://prometheus.monitoring.svc:9090"
+    """The Prometheus the in-cluster controller reads metrics from."""
+    shiploop_image: str | None = None
+    """The image with shiploop (the gateway's agent, the controller); unset: REGISTRY/shiploop:VERSION."""

@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
     {"rollout"},
     {"experiments"},
     {"telemetry"},
+    {"k8s"},
     {"daemon"},
     {"cli"},
 ]
