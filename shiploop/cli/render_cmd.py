@@ -19,7 +19,7 @@ def render(
         list[str] | None, typer.Argument(metavar="[SERVICE]...", help="with --target dockerfile: these services only")
     ] = None,
     target: Annotated[
-        str, typer.Option("--target", "-t", help="kubernetes, gateway-api (HTTPRoutes) or dockerfile")
+        str, typer.Option("--target", help="kubernetes, gateway-api (HTTPRoutes) or dockerfile")
     ] = "kubernetes",
     profile: Annotated[
         str | None, typer.Option("--profile", help="a profile of shiploop.yaml; default: the one naming this branch")

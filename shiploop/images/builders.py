@@ -87,7 +87,7 @@ def find_builder(preferred: str | None = None) -> Builder:
             continue
         return _make(name, exe, "; ".join(notes))
     raise Unavailable(
-        "no image builder found: shiploop build needs docker, podman or buildah"
+        "no image builder found: building images needs docker, podman or buildah"
         + (f" ({'; '.join(notes)})" if notes else ""),
         hint="sudo apt-get install -y buildah",
     )

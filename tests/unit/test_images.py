@@ -76,7 +76,8 @@ def test_no_builder_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path:
     with pytest.raises(Unavailable) as caught:
         find_builder()
     assert caught.value.line() == (
-        "no image builder found: shiploop build needs docker, podman or buildah (hint: sudo apt-get install -y buildah)"
+        "no image builder found: building images needs docker, podman or buildah "
+        "(hint: sudo apt-get install -y buildah)"
     )
 
 
