@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from shiploop.cli.client import find_root
+from shiploop.paths import find_root
 
 console = Console(highlight=False, soft_wrap=True)
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from shiploop.cli.agent_cmd import agent
 from shiploop.cli.client import DaemonClient, segment
 from shiploop.cli.dashboard_cmd import dashboard
 from shiploop.cli.experiment import experiment_app
@@ -642,6 +643,7 @@ app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(alerts_app, name="alerts")
 app.command()(build)
 app.command()(render)
+app.command()(agent)
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from shiploop.cli.client import find_root
 from shiploop.errors import Invalid
+from shiploop.paths import find_root
 
 TARGETS = ("kubernetes", "gateway-api", "dockerfile")
 

@@ -248,7 +248,8 @@ def gateway_objects(project: str, namespace: str, replicas: int, envoy_image: st
         "image": envoy_image,
         "imagePullPolicy": "Always",
         "command": ["envoy"],
-        "args": ["-c", f"{XDS_DIR}/bootstrap.json", "--log-level", "warn"],
+        # One Envoy per pod: no hot restart, so no shared memory to set up.
+        "args": ["-c", f"{XDS_DIR}/bootstrap.json", "--log-level", "warn", "--disable-hot-restart"],
         "ports": [
             {"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"},
             {"name": "stats", "containerPort": STATS_PORT, "protocol": "TCP"},
@@ -258,7 +259,8 @@ def gateway_objects(project: str, namespace: str, replicas: int, envoy_image: st
         "livenessProbe": _http_probe("/metrics", "stats", 10, 2, 6),
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
         "securityContext": container_security(),
-        "volumeMounts": [{"name": "xds", "mountPath": XDS_DIR, "readOnly": True}],
+        # Read-write: Envoy creates its admin socket there (the agent confirms each generation through it).
+        "volumeMounts": [{"name": "xds", "mountPath": XDS_DIR}],
     }
     deployment = {
         "apiVersion": "apps/v1",
