@@ -363,12 +363,32 @@ def _print_event(e: Event, as_json: bool) -> None:
 
 @app.command()
 def deploy(
-    service: ServiceArg,
+    ctx: typer.Context,
+    service: Annotated[
+        str | None, typer.Argument(metavar="SERVICE", help="the service's name (local target: required)")
+    ] = None,
     weight: Annotated[int, typer.Option("--weight", "-w", min=0, max=100, help="percent of traffic, 0 to 100")] = 0,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
+    target: Annotated[str, typer.Option("--target", help="local (the daemon) or kubernetes")] = "local",
+    profile: Annotated[str | None, typer.Option("--profile", help="kubernetes: a profile of shiploop.yaml")] = None,
+    context: Annotated[str | None, typer.Option("--context", help="kubernetes: the kubeconfig context")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="kubernetes: overrides the profile's")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="kubernetes: seconds to wait for readiness")] = 300,
 ) -> None:
-    """Snapshot SERVICE's current code and start it beside stable as canary."""
+    """Snapshot SERVICE's current code and start it beside stable as canary (--target kubernetes: apply
+    what `shiploop render` prints to a cluster, prune, and wait for it)."""
+    if target == "kubernetes":
+        from shiploop.cli.k8s_deploy_cmd import deploy_to_kubernetes
+
+        deploy_to_kubernetes(profile, context, namespace, timeout)
+        return
+    if target != "local":
+        raise Invalid(f"unknown target {target!r}", hint="shiploop deploy --target kubernetes")
+    if service is None:
+        from shiploop.cli.usage import click_exceptions
+
+        raise click_exceptions.MissingParameter(ctx=ctx, param_type="argument", param_hint="'SERVICE'")
     with console.status(f"deploying {service}..."):
         result = client().post(Deployed, f"/v1/services/{segment(service)}/deploy", {"weight": weight}, **_force(force))
     if as_json:

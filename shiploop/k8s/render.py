@@ -71,10 +71,12 @@ def _with_templates(project: str, ns: str, chosen: Chosen, v: VersionInput, obje
     return objects
 
 
-def render(project: ProjectSpec, profile_name: str | None = None, target: str = "kubernetes") -> Rendered:
+def render(
+    project: ProjectSpec, profile_name: str | None = None, target: str = "kubernetes", namespace_name: str | None = None
+) -> Rendered:
     chosen = choose(project, profile_name)
     profile = chosen.profile
-    ns = namespace(project, profile)
+    ns = namespace_name or namespace(project, profile)
     versions = _versions(project, chosen)
     hosts = {v.spec.name: v.settings.host for v in versions if v.settings.host}
     state = initial_state([(v.spec, v.version) for v in versions], ns, hosts)
