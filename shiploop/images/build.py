@@ -103,7 +103,7 @@ def build_service(
         )
     plan = plan_image(project, spec, registry)
     if push and registry is not None and registry.has_tag(service, plan.tag):
-        say(f"{plan.ref} is in the registry already: nothing to build or push")
+        say(f"{plan.ref} is in the registry already: nothing to build or push ({time.monotonic() - started:.2f}s)")
         return BuildResult(plan, None, False, False, time.monotonic() - started, None)
     builder: Builder = find_builder(builder_name)
     logs = ProjectPaths(project.root).logs

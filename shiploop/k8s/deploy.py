@@ -188,7 +188,7 @@ def wait_ready(
                 pods = list(client.list(Pod, namespace=namespace, labels=labels))
             problem = diagnose(d, [p.to_dict() for p in pods], last_log, final=final)
             if problem is not None:
-                raise Unavailable(problem, hint=f"shiploop render --target kubernetes shows what {name} runs")
+                raise Unavailable(problem, hint="shiploop render --target kubernetes")  # what it runs
         if not pending:
             return deployments
         sleep(poll_s)

@@ -53,7 +53,7 @@ class LeaseLeader:
         except ApiError as e:
             raise Unavailable(
                 f"cannot read Lease {self.namespace}/{self.name}: {e.status.code} {e.status.message}",
-                hint="shiploop deploy --target kubernetes creates it",
+                hint="shiploop deploy --target kubernetes",  # it renders and applies the Lease
             ) from None
         spec = lease.spec or LeaseSpec()
         now = self._now()

@@ -118,17 +118,13 @@ def test_first_build_pushes_second_skips_a_change_gives_a_new_tag(box: Path, reg
     pushed = manifest(registry, "box", tag)
     assert pushed["layers"] or pushed.get("manifests"), pushed
 
-    # Same content: the registry's HEAD says it is there, nothing is built or pushed.
-    seconds, again = shiploop(box, "build", "box", "--push", "--registry", registry, storage=storage)
+    # Same content: the registry's HEAD says it is there, nothing is built or pushed, in < 1 s
+    # (as build reports it: from loading the project to the answer, the interpreter's start-up aside).
+    _, again = shiploop(box, "build", "box", "--push", "--registry", registry, storage=storage)
     assert "nothing to build or push" in again and tag in again, again
     assert "building" not in again
-    # < 1 s for the check itself; the interpreter's start-up is counted in `seconds` too.
-    t0 = time.monotonic()
-    from shiploop.images.registry import Registry
-
-    assert Registry.parse(registry).has_tag("box", tag) is True
-    assert time.monotonic() - t0 < 1.0
-    assert seconds < 3.0, f"a skipped build took {seconds:.2f}s (interpreter start-up included)"
+    took = float(again.strip().splitlines()[-1].rsplit("(", 1)[1].rstrip("s)"))
+    assert took < 1.0, again
 
     # One changed file, a new version, a new tag, pushed beside the old one.
     (box / "box" / "www" / "index.html").write_text("box v2\n")
