@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from shiploop.cli.client import find_root
+from shiploop.paths import find_root
 
 console = Console(highlight=False, soft_wrap=True)
 
