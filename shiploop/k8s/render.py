@@ -98,7 +98,8 @@ def render(
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # the same labels in several places are written out, not as &anchors
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
