@@ -19,14 +19,21 @@ demo: $(STAMP)
 # not on the CPU (about 4.5 min of CPU in 10.5 min of wall time when run one by one).
 PYTEST_WORKERS ?= 3
 
-test: $(STAMP) tools
+# checkov (tests/integration/test_k8s_checkov.py) pins packaging<24, older than pytest needs: its own venv.
+CHECKOV_STAMP := .venv-checkov/.installed
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install -q 'checkov>=3.2,<4'
+	touch $(CHECKOV_STAMP)
+
+test: $(STAMP) $(CHECKOV_STAMP) tools
 	$(BIN)/ruff check shiploop tests bench examples
 	$(BIN)/mypy
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) -m 'not serial'
 	$(BIN)/pytest -q -m serial
 
 # Unit and integration tiers without the slow end-to-end tests.
-test-fast: $(STAMP) tools
+test-fast: $(STAMP) $(CHECKOV_STAMP) tools
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) -m 'not slow' tests/unit tests/integration
 
 # Debian packages some tests use (prometheus, chromium): installed when missing, as root.
@@ -46,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.dashboard_cost
 
 clean:
-	rm -rf $(VENV) .shiploop
+	rm -rf $(VENV) .venv-checkov .shiploop

@@ -20,11 +20,14 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from shiploop.cli.agent_cmd import agent
 from shiploop.cli.client import DaemonClient, segment
 from shiploop.cli.dashboard_cmd import dashboard
 from shiploop.cli.experiment import experiment_app
 from shiploop.cli.export_cmd import alerts_app, dashboards_app
+from shiploop.cli.images_cmd import build
 from shiploop.cli.prometheus_cmd import prometheus_config_command
+from shiploop.cli.render_cmd import render
 from shiploop.cli.status_view import emit_json, id_column, render_status, show_status, status_view
 from shiploop.cli.usage import key_value, run_app
 from shiploop.contract import (
@@ -360,12 +363,32 @@ def _print_event(e: Event, as_json: bool) -> None:
 
 @app.command()
 def deploy(
-    service: ServiceArg,
+    ctx: typer.Context,
+    service: Annotated[
+        str | None, typer.Argument(metavar="SERVICE", help="the service's name (local target: required)")
+    ] = None,
     weight: Annotated[int, typer.Option("--weight", "-w", min=0, max=100, help="percent of traffic, 0 to 100")] = 0,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
+    target: Annotated[str, typer.Option("--target", help="local (the daemon) or kubernetes")] = "local",
+    profile: Annotated[str | None, typer.Option("--profile", help="kubernetes: a profile of shiploop.yaml")] = None,
+    context: Annotated[str | None, typer.Option("--context", help="kubernetes: the kubeconfig context")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="kubernetes: overrides the profile's")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="kubernetes: seconds to wait for readiness")] = 300,
 ) -> None:
-    """Snapshot SERVICE's current code and start it beside stable as canary."""
+    """Snapshot SERVICE's current code and start it beside stable as canary (--target kubernetes: apply
+    what `shiploop render` prints to a cluster, prune, and wait for it)."""
+    if target == "kubernetes":
+        from shiploop.cli.k8s_deploy_cmd import deploy_to_kubernetes
+
+        deploy_to_kubernetes(profile, context, namespace, timeout)
+        return
+    if target != "local":
+        raise Invalid(f"unknown target {target!r}", hint="shiploop deploy --target kubernetes")
+    if service is None:
+        from shiploop.cli.usage import click_exceptions
+
+        raise click_exceptions.MissingParameter(ctx=ctx, param_type="argument", param_hint="'SERVICE'")
     with console.status(f"deploying {service}..."):
         result = client().post(Deployed, f"/v1/services/{segment(service)}/deploy", {"weight": weight}, **_force(force))
     if as_json:
@@ -638,6 +661,9 @@ app.command("prometheus-config")(prometheus_config_command)
 app.command()(dashboard)
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(alerts_app, name="alerts")
+app.command()(build)
+app.command()(render)
+app.command()(agent)
 
 
 def main() -> None:

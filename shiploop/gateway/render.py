@@ -6,6 +6,7 @@ stats are `http.gateway.*` and `http.gateway.rds.gateway.*`.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +93,22 @@ def bootstrap(xds_dir: Path, admin_socket: Path, node_id: str, stats_port: int |
     return out
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def cluster(c: Cluster) -> dict[str, Any]:
     cb = c.circuit_breaker
     out: dict[str, Any] = {
         "@type": _T_CLUSTER,
         "name": c.name,
-        "type": "STATIC",
+        # Local replicas are IP:port; in a cluster a version is a Service's DNS name,
+        # which Envoy resolves itself (and again when it changes).
+        "type": "STATIC" if all(_is_ip(e.host) for e in c.endpoints) else "STRICT_DNS",
         "connect_timeout": _duration(c.connect_timeout_s),
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, fie
 from shiploop.errors import Invalid
 from shiploop.spec import envoy_rules
 from shiploop.spec.base import SpecModel, check_choice, scalar_to_str
+from shiploop.spec.deploy import BuildSpec, Profile
 from shiploop.spec.durations import PositiveDuration
 from shiploop.spec.experiment import ExperimentSpec
 from shiploop.spec.issues import spec_issue
@@ -378,6 +379,8 @@ class ServiceSpec(SpecModel):
     """How `shiploop rollout` ships and judges a new version (the candidate's own file decides)."""
     experiment: ExperimentSpec | None = None
     """A hypothesis `shiploop experiment` tests on this version against stable (the candidate's own file decides)."""
+    build: BuildSpec = Field(default_factory=BuildSpec)
+    """How `shiploop build` makes the service's container image."""
     # Set by the loader, never read from service.yaml.
     directory: Annotated[Path, Field(strict=False)] = Path(".")
 
@@ -437,6 +440,10 @@ class ProjectSpec(SpecModel):
     """Also run a Prometheus scraping the project (as `shiploop up --prometheus`; docs/metrics.md)."""
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     """Where rollouts read requests, 5xx, latency and app counters from."""
+    registry: str | None = None
+    """Where `shiploop build --push` pushes images, e.g. registry.example.com/shop (`--registry` overrides it)."""
+    profiles: dict[str, Profile] = Field(default_factory=dict)
+    """Per-environment overrides for `shiploop render --target kubernetes --profile NAME`."""
     # Set by the loader, never read from shiploop.yaml.
     root: Annotated[Path, Field(strict=False)] = Path(".")
     services: dict[str, ServiceSpec] = Field(default_factory=dict)

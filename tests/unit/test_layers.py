@@ -17,6 +17,7 @@ LAYERS: list[set[str]] = [
     {"errors", "procs", "naming", "paths", "contract"},
     {"spec"},
     {"versions"},
+    {"images"},
     {"store"},
     {"analysis"},
     {"runtime"},
@@ -27,6 +28,7 @@ LAYERS: list[set[str]] = [
     {"rollout"},
     {"experiments"},
     {"telemetry"},
+    {"k8s"},
     {"daemon"},
     {"cli"},
 ]

@@ -1,0 +1,1 @@
+"""Container images of service versions: Dockerfiles, content tags, builders, registries."""
