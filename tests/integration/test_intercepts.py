@@ -1,0 +1,196 @@
+"""Personal routes against a real daemon, Envoy and CLI: `shiploop intercept` and `shiploop dev`.
+
+One project serves every test here (module-scoped): each test uses its own
+header values, so they do not see each other's routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+
+from shiploop.gateway.admin import EnvoyAdmin
+from shiploop.naming import cluster_name
+from shiploop.procs import free_port, is_running, process_start_time
+from tests.conftest import APPS, wait_until
+from tests.daemon_helpers import SHIPLOOP, Project, create_project, take_down
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    p = create_project(tmp_path_factory.mktemp("intercepts") / "proj")
+    p.add_service("web", "/web/")
+    p.cli("up", "--detach", "--port", "0")
+    p.url = p.status()["gateway"]
+    try:
+        yield p
+    finally:
+        take_down(p)
+
+
+class Cli:
+    """A long-running CLI command (intercept, dev) whose output lines are collected as they come."""
+
+    def __init__(self, p: Project, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [*SHIPLOOP, *args],
+            cwd=p.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ, COLUMNS="200", **(env or {})),
+        )
+        self.lines: list[str] = []
+        assert self.proc.stdout is not None
+        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def clis() -> Iterator[list[Cli]]:
+    started: list[Cli] = []
+    yield started
+    for c in started:
+        c.stop()
+
+
+def intercept(p: Project, clis: list[Cli], header: str, version: str, *extra: str) -> Cli:
+    """`shiploop intercept web -H header -- python echo_app.py`, the app answering as `version`."""
+    c = Cli(
+        p,
+        "intercept", "web", "-H", header, *extra, "--", sys.executable, str(APPS / "echo_app.py"),
+        env={"SHIPLOOP_VERSION": version, "SHIPLOOP_SERVICE": "web"},
+    )  # fmt: skip
+    clis.append(c)
+    return c
+
+
+def answer(p: Project, headers: dict[str, str] | None = None) -> str:
+    """Who answered a request to /web/ through the gateway: the app's version, or the status code."""
+    r = httpx.get(f"{p.url}/web/x", headers=headers or {}, timeout=5)
+    return str(r.json()["version"]) if r.status_code == 200 else str(r.status_code)
+
+
+def stable_version(p: Project) -> str:
+    return str(p.versions("web")["stable"]["id"])
+
+
+def cluster_requests(p: Project, cluster: str) -> int:
+    info = p.envoy_info()
+    assert info is not None
+
+    async def read() -> int:
+        admin = EnvoyAdmin(Path(info["admin_socket"]))
+        try:
+            name = f"cluster.{cluster}.upstream_rq_total"
+            return int((await admin.stats(f"^{re.escape(name)}$")).get(name, 0))
+        finally:
+            await admin.close()
+
+    return asyncio.run(read())
+
+
+def test_two_developers_at_once_each_see_only_their_own_process_and_the_rollout_evidence_none(project, clis):
+    p = project
+    stable = stable_version(p)
+    ana = intercept(p, clis, "x-user=ana", "ana-laptop")
+    intercept(p, clis, "x-user=bo", "bo-laptop")
+    wait_until(lambda: answer(p, {"x-user": "ana"}) == "ana-laptop", 20, what="ana's route")
+    wait_until(lambda: answer(p, {"x-user": "bo"}) == "bo-laptop", 20, what="bo's route")
+    assert "try: curl -H 'x-user: ana' " in ana.output()
+
+    stable_before = cluster_requests(p, cluster_name("web", stable))
+    seen = {who: {answer(p, {"x-user": who}) for _ in range(20)} for who in ("ana", "bo")}
+    assert seen == {"ana": {"ana-laptop"}, "bo": {"bo-laptop"}}
+    # The rollout judges each version on its own cluster's counters in Envoy: 40 personal
+    # requests moved the stable's not at all.
+    assert cluster_requests(p, cluster_name("web", stable)) == stable_before
+    assert {answer(p) for _ in range(5)} == {stable}  # everyone else: stable
+    assert {answer(p, {"x-user": "cy"}) for _ in range(5)} == {stable}
+
+    status = p.status()
+    held = {i["value"]: i for i in next(s for s in status["services"] if s["name"] == "web")["intercepts"]}
+    assert set(held) == {"ana", "bo"} and held["ana"]["kind"] == "intercept"
+    listed = p.cli("intercepts").stdout
+    assert "x-user: ana" in listed and "x-user: bo" in listed
+
+    assert ana.stop() == 0  # Ctrl-C: released at once, not after the lease
+    assert "route released" in ana.output()
+    assert answer(p, {"x-user": "ana"}) == stable
+    assert answer(p, {"x-user": "bo"}) == "bo-laptop"
+
+
+def test_kill_9_of_the_cli_removes_its_route_within_10_s(project, clis):
+    p = project
+    stable = stable_version(p)
+    c = intercept(p, clis, "x-user=dee", "dee-laptop")
+    wait_until(lambda: answer(p, {"x-user": "dee"}) == "dee-laptop", 20, what="dee's route")
+    app_pid = int(re.search(r"\(pid (\d+)\)", wait_until(lambda: "started " in c.output() and c.output())).group(1))
+    app = (app_pid, process_start_time(app_pid))
+    c.proc.kill()  # SIGKILL: no release, no clean-up of its own
+    killed = time.monotonic()
+    wait_until(lambda: answer(p, {"x-user": "dee"}) == stable, 12, interval=0.1, what="the route to lapse")
+    gone_after = time.monotonic() - killed
+    assert gone_after <= 10.0, f"the route outlived its CLI by {gone_after:.1f}s"
+    wait_until(lambda: not is_running(*app), 5, what="the intercepted command to end with its CLI")
+    events = p.cli("events", "web", "-n", "20").stdout
+    assert "intercept-lapsed: x-user=dee" in events
+
+
+def test_a_second_claim_is_refused_with_owner_and_expiry_and_takeover_works(project, clis):
+    p = project
+    first = intercept(p, clis, "x-user=eve", "eve-1")
+    wait_until(lambda: answer(p, {"x-user": "eve"}) == "eve-1", 20, what="eve's route")
+    port = free_port()
+    refused = p.cli("intercept", "web", "-H", "x-user=eve", "--port", str(port), check=False, timeout=30)
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert re.search(r"x-user=eve is intercepted by \S+ \(pid \d+\) until \d\d:\d\d:\d\d", lines[0])
+    assert f"shiploop intercept web -H x-user=eve --port {port} --takeover" in lines[0]
+
+    intercept(p, clis, "x-user=eve", "eve-2", "--takeover")
+    wait_until(lambda: answer(p, {"x-user": "eve"}) == "eve-2", 20, what="the takeover")
+    # The first owner learns at its next renewal (every 2 s), and ends.
+    wait_until(lambda: first.proc.poll() is not None, 10, what="the first owner to exit")
+    assert first.proc.returncode != 0 and "taken over" in first.output()
+    assert "intercept-takeover" in p.cli("events", "web", "-n", "20").stdout
+    assert answer(p, {"x-user": "eve"}) == "eve-2"  # the loser's exit released nothing of the winner's
+
+
+def test_all_needs_confirmation_and_is_refused_without_a_terminal(project):
+    r = project.cli("intercept", "web", "--all", "--port", str(free_port()), check=False)
+    assert r.returncode == 2 and "shiploop intercept web --all --port" in r.stderr and "--yes" in r.stderr
+    assert [i for i in json.loads(project.cli("intercepts", "--json").stdout) if i["header"] == ""] == []
