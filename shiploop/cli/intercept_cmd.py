@@ -6,13 +6,13 @@ language, any debugger), held while this command runs: see cli/lease.py.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from shiploop.cli.client import DaemonClient, find_root
-from shiploop.cli.lease import LeaseKeeper, confirm, curl_line, describe, with_option, without_hint
+from shiploop.cli.lease import LeaseKeeper, confirm, curl_line, describe, line_buffered, with_option, without_hint
 from shiploop.cli.status_view import emit_json
 from shiploop.cli.usage import key_value
 from shiploop.contract import Intercept
@@ -36,12 +36,17 @@ err = Console(stderr=True, highlight=False)
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """In a child, before exec: get SIGTERM when the CLI dies, even by kill -9 (Linux)."""
+def die_with_parent() -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when this CLI dies, even by kill -9 (Linux's PR_SET_PDEATHSIG).
+
+    libc is loaded here, in the parent: a forked child of a threaded process must not import or load anything."""
+    import ctypes
+
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return lambda: None
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def stop_on_signals() -> None:
@@ -121,6 +126,7 @@ def intercept(
             err.print("nothing changed")
             raise typer.Exit(1)
     root = find_root(Path.cwd())
+    line_buffered()
     request = {"header": name, "value": value, "all": all_requests, "port": target_port, "kind": "intercept"}
     keeper = LeaseKeeper(root, service, request, note)
     stop_on_signals()
@@ -138,7 +144,7 @@ def intercept(
         if command:
             env = dict(os.environ, PORT=str(target_port))
             # Same process group: Ctrl-C reaches it as it would without shiploop (a debugger too).
-            child = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
+            child = subprocess.Popen(command, env=env, preexec_fn=die_with_parent())
             console.print(f"started {command[0]} (pid {child.pid}) with PORT={target_port}", markup=False)
         elif not listening("127.0.0.1", target_port):
             note(f"nothing listens on 127.0.0.1:{target_port} yet: those requests get 503 until something does")

@@ -156,6 +156,14 @@ class LeaseKeeper:
         return False
 
 
+def line_buffered() -> None:
+    """Each line out at once, piped too: a long-running command's output is read as it comes."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)
+
+
 def confirm(question: str) -> bool:
     """y/N on the terminal; False when there is none to ask."""
     if not sys.stdin.isatty():

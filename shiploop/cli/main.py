@@ -23,6 +23,7 @@ from rich.table import Table
 from shiploop.cli.agent_cmd import agent
 from shiploop.cli.client import DaemonClient, segment
 from shiploop.cli.dashboard_cmd import dashboard
+from shiploop.cli.dev import dev
 from shiploop.cli.experiment import experiment_app
 from shiploop.cli.export_cmd import alerts_app, dashboards_app
 from shiploop.cli.images_cmd import build
@@ -667,6 +668,7 @@ app.command()(render)
 app.command()(agent)
 app.command()(intercept)
 app.command()(intercepts)
+app.command()(dev)
 
 
 def main() -> None:

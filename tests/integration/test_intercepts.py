@@ -194,3 +194,38 @@ def test_all_needs_confirmation_and_is_refused_without_a_terminal(project):
     r = project.cli("intercept", "web", "--all", "--port", str(free_port()), check=False)
     assert r.returncode == 2 and "shiploop intercept web --all --port" in r.stderr and "--yes" in r.stderr
     assert [i for i in json.loads(project.cli("intercepts", "--json").stdout) if i["header"] == ""] == []
+
+
+def test_dev_mode_serves_the_working_tree_to_its_header_and_reports_save_to_served(project, clis):
+    p = project
+    stable = stable_version(p)
+    app = p.root / "web" / "app.py"
+    original = app.read_text()
+    c = Cli(p, "dev", "web", "--as", "tester")
+    clis.append(c)
+    dev = {"x-shiploop-dev": "tester"}
+    try:
+        wait_until(lambda: "watching for changes" in c.output(), 30, what=f"dev mode to start: {c.output()}")
+        assert "try: curl -H 'x-shiploop-dev: tester' " in c.output()
+        assert answer(p, dev) == "dev-tester"
+        assert answer(p) == stable
+
+        app.write_text(original.replace('VERSION = os.environ.get("SHIPLOOP_VERSION", "dev")',
+                                        'VERSION = os.environ.get("SHIPLOOP_VERSION", "dev") + "-edited"'))  # fmt: skip
+        line = wait_until(
+            lambda: next((ln for ln in c.lines if "saved -> served through the gateway in" in ln), None),
+            20,
+            what=f"the edit to be served: {c.output()}",
+        )
+        assert re.search(r"app\.py: saved -> served through the gateway in \d+ ms", line)
+        assert answer(p, dev) == "dev-tester-edited"
+
+        app.write_text(original + "\nthis is not python(\n")  # a broken save: the previous version keeps serving
+        wait_until(lambda: "the previous version keeps serving" in c.output(), 20, what="the failure to show")
+        assert "SyntaxError" in c.output()
+        assert answer(p, dev) == "dev-tester-edited"
+    finally:
+        app.write_text(original)
+    assert c.stop() == 0
+    assert re.search(r"1 change\(s\): save -> served p50 \d+ ms, p95 \d+ ms", c.output()), c.output()
+    assert answer(p, dev) == stable  # released on exit
