@@ -28,11 +28,12 @@ from typing import IO, Annotated, Any
 import typer
 from rich.console import Console
 
-from shiploop.cli.client import DaemonClient, find_root
+from shiploop.cli.client import DaemonClient
 from shiploop.cli.intercept_cmd import claim_or_explain, die_with_parent, stop_on_signals
 from shiploop.cli.lease import LeaseKeeper, curl_line, line_buffered, user_name, without_hint
 from shiploop.contract import Intercept, Status
 from shiploop.errors import Conflict, NotFound, ShiploopError
+from shiploop.paths import find_root
 from shiploop.procs import free_port, terminate_group
 
 DEV_HEADER = "x-shiploop-dev"

@@ -22,12 +22,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shiploop.cli.client import DaemonClient, find_root
+from shiploop.cli.client import DaemonClient
 from shiploop.cli.lease import LeaseKeeper, confirm, curl_line, describe, line_buffered, with_option, without_hint
 from shiploop.cli.status_view import emit_json
 from shiploop.cli.usage import key_value
 from shiploop.contract import Intercept
 from shiploop.errors import Conflict, Invalid, ShiploopError
+from shiploop.paths import find_root
 from shiploop.procs import free_port
 
 console = Console(highlight=False)

@@ -221,3 +221,45 @@ def test_claims_that_cannot_work_are_refused(plane, header, value, host, port, w
         asyncio.run(intercepts.claim("web", header, value, host, port, "ana@laptop"))
     assert why in refused.value.line()
     assert gateway.published == []
+
+
+# -- the CLI's own checks, before it talks to a daemon ------------------------------------------
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    from shiploop.cli.main import app, err
+    from shiploop.cli.usage import run_app
+
+    with pytest.raises(SystemExit) as info:
+        run_app(app, err, list(argv))
+    _, stderr = capsys.readouterr()
+    return int(info.value.code or 0), stderr
+
+
+def test_all_asks_first_and_without_a_terminal_is_refused_with_the_command_that_confirms(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["shiploop", "intercept", "web", "--all", "--port", "9000"])
+    code, stderr = run_cli(capsys, "intercept", "web", "--all", "--port", "9000")
+    assert code == 2
+    assert "needs confirmation" in stderr and "shiploop intercept web --all --port 9000 --yes" in stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["intercept", "web", "--port", "9000"], "either --header NAME=VALUE or --all"),
+        (["intercept", "web", "-H", "x-user=ana", "--all", "--port", "9000"], "either --header NAME=VALUE or --all"),
+        (["intercept", "web", "-H", "x-user=ana"], "either --port P or -- COMMAND"),
+        (["intercept", "web", "-H", "x-user=ana", "--port", "9000", "--", "app"], "either --port P or -- COMMAND"),
+        (["intercept", "web", "-H", "x-user", "--port", "9000"], "not NAME=VALUE"),
+    ],
+)
+def test_intercept_needs_one_match_and_one_target(capsys, argv, message):
+    code, stderr = run_cli(capsys, *argv)
+    assert code == 2 and message in stderr
+
+
+def test_with_option_rebuilds_the_command_line_with_the_option_before_the_command():
+    from shiploop.cli.lease import with_option
+
+    argv = ["intercept", "web", "-H", "x-user=ana b", "--", "npm", "run", "dev"]
+    assert with_option(argv, "--takeover") == "shiploop intercept web -H 'x-user=ana b' --takeover -- npm run dev"
