@@ -46,7 +46,9 @@ def web_spec(tmp_path: Path) -> Any:
 def routing(spec: Any, personal: tuple[PersonalRoute, ...], header_routes: tuple[Any, ...] = ()) -> RoutingState:
     placements = (Placement("aaaa", Track.STABLE, 95), Placement("bbbb", Track.CANARY, 5))
     return build_routing_state(
-        [ServiceRouting(spec, placements, header_routes, personal=personal)], lambda s, v: [1000 if v == "aaaa" else 2000], 8080
+        [ServiceRouting(spec, placements, header_routes, personal=personal)],
+        lambda s, v: [1000 if v == "aaaa" else 2000],
+        8080,
     )
 
 
