@@ -265,3 +265,22 @@ def test_with_option_rebuilds_the_command_line_with_the_option_before_the_comman
 
     argv = ["intercept", "web", "-H", "x-user=ana b", "--", "npm", "run", "dev"]
     assert with_option(argv, "--takeover") == "shiploop intercept web -H 'x-user=ana b' --takeover -- npm run dev"
+
+
+def test_a_personal_route_wins_over_an_experiments_assignment_and_carries_no_script(web_spec):
+    """A request with the developer's header never reaches the experiment's main route: it is
+    not assigned a variant, so it is neither exposure nor evidence of the experiment."""
+    from shiploop.server.routing import ExperimentRouting
+
+    experiment = ExperimentRouting("salt", "header", "x-user-id", 50.0, "aaaa", "bbbb")
+    placements = (Placement("aaaa", Track.STABLE, 100), Placement("bbbb", Track.CANARY, 0))
+    personal = (PersonalRoute("ab12", "x-user", "ana", "127.0.0.1", 9000),)
+    state = build_routing_state(
+        [ServiceRouting(web_spec, placements, (), experiment, personal)], lambda s, v: [1000], 8080
+    )
+    names = [r.name for r in state.routes]
+    assigned = [r for r in state.routes if r.assignment is not None]
+    assert assigned, "the experiment is running"
+    mine = next(r for r in state.routes if r.name == "web-0-pab12")
+    assert mine.assignment is None
+    assert all(names.index("web-0-pab12") < names.index(r.name) for r in assigned if r.name.startswith("web-0"))
