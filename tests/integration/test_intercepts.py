@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -84,6 +84,9 @@ class Killed:
     at: float  # time.monotonic() of the SIGKILL
     app: tuple[int, int]  # the intercepted command: pid, start time
     gone_at: float | None = None  # when a request with its header was first answered by stable again
+    # Held around each poll: a reader of the stable's counters takes it to know which requests were the poller's.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stable_answers: int = 0
 
     def watch(self, p: Project, stable: str) -> None:
         """Poll the gateway every 50 ms (for up to 15 s) in the background, so the removal is seen when it happens."""
@@ -91,9 +94,11 @@ class Killed:
         def poll() -> None:
             while time.monotonic() - self.at < 15:
                 try:
-                    if answer(p, {"x-user": "dee"}) == stable:
-                        self.gone_at = time.monotonic()
-                        return
+                    with self.lock:
+                        if answer(p, {"x-user": "dee"}) == stable:
+                            self.stable_answers += 1
+                            self.gone_at = time.monotonic()
+                            return
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.05)
@@ -184,12 +189,18 @@ def test_two_developers_at_once_each_see_only_their_own_process_and_the_rollout_
     wait_until(lambda: answer(p, {"x-user": "bo"}) == "bo-laptop", 20, what="bo's route")
     assert "try: curl -H 'x-user: ana' " in ana.output()
 
-    stable_before = cluster_requests(p, cluster_name("web", stable))
+    def stable_counts() -> tuple[int, int]:
+        # Envoy's count for the stable's cluster, and how many of those the killed CLI's poller sent.
+        with killed.lock:
+            return cluster_requests(p, cluster_name("web", stable)), killed.stable_answers
+
+    before = stable_counts()
     seen = {who: {answer(p, {"x-user": who}) for _ in range(20)} for who in ("ana", "bo")}
     assert seen == {"ana": {"ana-laptop"}, "bo": {"bo-laptop"}}
     # The rollout judges each version on its own cluster's counters in Envoy: 40 personal
-    # requests moved the stable's not at all.
-    assert cluster_requests(p, cluster_name("web", stable)) == stable_before
+    # requests moved the stable's not at all (only the poller's own request, if it saw dee's route go).
+    after = stable_counts()
+    assert after[0] - before[0] == after[1] - before[1]
     assert {answer(p) for _ in range(5)} == {stable}  # everyone else: stable
     assert {answer(p, {"x-user": "cy"}) for _ in range(5)} == {stable}
 
