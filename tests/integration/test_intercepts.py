@@ -206,7 +206,7 @@ def test_two_developers_at_once_each_see_only_their_own_process_and_the_rollout_
 
     status = p.status()
     held = {i["value"]: i for i in next(s for s in status["services"] if s["name"] == "web")["intercepts"]}
-    assert set(held) == {"ana", "bo"} and held["ana"]["kind"] == "intercept"
+    assert {"ana", "bo"} <= set(held) and held["ana"]["kind"] == "intercept"  # (dee, killed, until it lapses)
     listed = p.cli("intercepts").stdout
     assert "x-user: ana" in listed and "x-user: bo" in listed
 
