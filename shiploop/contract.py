@@ -60,6 +60,25 @@ class HeaderRouteRequest(Body):
     version: str = Field(min_length=1)
 
 
+class InterceptRequest(Body):
+    """Claim a personal route: `header: value` (or, with `all`, every request) of a service to host:port."""
+
+    header: str = Field("", description="empty with all=true")
+    value: str = ""
+    all: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    owner: str = Field(min_length=1, max_length=200, description="who holds it, e.g. ana@laptop")
+    pid: int | None = None
+    kind: Literal["intercept", "dev"] = "intercept"
+    takeover: bool = Field(False, description="take it from its current owner (recorded as an event)")
+
+
+class InterceptTarget(Body):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+
 # -- reads ----------------------------------------------------------------------------------------
 
 
@@ -97,6 +116,26 @@ class HeaderRoute(Body):
     header: str
     value: str
     version: str
+
+
+class Intercept(Body):
+    """A personal route held by a lease; it is removed once `expires_at` passes unrenewed."""
+
+    id: str
+    service: str
+    header: str  # "" for every request (--all)
+    value: str
+    target: str  # host:port
+    owner: str
+    pid: int | None = None
+    kind: str = "intercept"
+    created_at: float
+    expires_at: float
+    lease_s: float
+    renew_s: float
+    label: str = ""  # the x-shiploop-version the gateway answers with for it
+    gateway: str = ""
+    paths: list[str] = Field(default_factory=list)  # where the service's routes are, e.g. /api/
 
 
 class ArmCounts(Open):
@@ -172,6 +211,7 @@ class ServiceStatus(Body):
     name: str
     versions: list[VersionStatus]
     header_routes: list[HeaderRoute] = Field(default_factory=list)
+    intercepts: list[Intercept] = Field(default_factory=list)
     routes: list[str] = Field(default_factory=list)
     rollout: Rollout | None = None
 

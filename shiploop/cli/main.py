@@ -23,9 +23,11 @@ from rich.table import Table
 from shiploop.cli.agent_cmd import agent
 from shiploop.cli.client import DaemonClient, segment
 from shiploop.cli.dashboard_cmd import dashboard
+from shiploop.cli.dev import dev
 from shiploop.cli.experiment import experiment_app
 from shiploop.cli.export_cmd import alerts_app, dashboards_app
 from shiploop.cli.images_cmd import build
+from shiploop.cli.intercept_cmd import intercept, intercepts
 from shiploop.cli.prometheus_cmd import prometheus_config_command
 from shiploop.cli.render_cmd import render
 from shiploop.cli.status_view import emit_json, id_column, render_status, show_status, status_view
@@ -664,6 +666,9 @@ app.add_typer(alerts_app, name="alerts")
 app.command()(build)
 app.command()(render)
 app.command()(agent)
+app.command()(intercept)
+app.command()(intercepts)
+app.command()(dev)
 
 
 def main() -> None:

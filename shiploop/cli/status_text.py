@@ -116,6 +116,14 @@ def status_text(data: Mapping[str, Any], color: bool = False) -> str:
         for hr in svc.get("header_routes") or []:
             header = literal(f"header {hr['header']}={hr['value']}")
             rows.append([("", None), (hr["version"], None), (header, None), ("-", None), *[("", None)] * 6])
+        for ic in svc.get("intercepts") or []:  # personal routes held by a developer's CLI (intercept, dev)
+            match = literal(f"{ic['header']}={ic['value']}" if ic["header"] else "all requests")
+            kind = literal(ic.get("kind") or "intercept")
+            rows.append(
+                [("", None), (literal(ic["target"]), None), (f"{kind} {match}", None), ("-", None), *[("", None)] * 6]
+            )
+            held = literal(f"{ic['owner']} (pid {ic['pid']})" if ic.get("pid") else ic["owner"])
+            notes.append(f"{name}: {kind} {match} -> {literal(ic['target'])} held by {held}; see: shiploop intercepts")
     headers = ("service", "version", "track", "weight", "ready", "restarts", "req/s", "5xx", "p95", "routes")
     lines.extend(table(headers, rows, paint))
     lines.extend(paint(note, "yellow") for note in notes)

@@ -28,6 +28,9 @@ from shiploop.contract import (
     HeaderRoute,
     HeaderRouteRequest,
     Health,
+    Intercept,
+    InterceptRequest,
+    InterceptTarget,
     LogFiles,
     Ok,
     Promoted,
@@ -179,6 +182,37 @@ def create_app(
     ) -> HeaderRemoved:
         await guard_hand_change(rollouts, cp.store, service, "route --remove-header", force)
         return HeaderRemoved(removed=await cp.remove_header_route(service, header, value))
+
+    # -- personal routes held by leases (shiploop intercept, shiploop dev) ------------------------
+
+    @app.get("/v1/intercepts", response_model=list[Intercept])
+    async def list_intercepts(service: str | None = None) -> list[dict[str, Any]]:
+        return [cp.intercepts.view(i) for i in cp.intercepts.rows(service)]
+
+    @app.post("/v1/services/{service}/intercepts", dependencies=write, response_model=Intercept)
+    async def claim_intercept(service: str, body: InterceptRequest) -> dict[str, Any]:
+        if body.all:
+            # Every request to the developer would starve a rollout of evidence: not while one runs.
+            await guard_hand_change(rollouts, cp.store, service, "intercept --all", False)
+        header, value = ("", "") if body.all else (body.header, body.value)
+        if not body.all and not header:
+            raise Invalid("an intercept needs a header to match, or all", hint="give --header NAME=VALUE or --all")
+        row = await cp.intercepts.claim(
+            service, header, value, body.host, body.port, body.owner, body.pid, body.kind, body.takeover
+        )
+        return cp.intercepts.view(row)
+
+    @app.post("/v1/intercepts/{intercept_id}/renew", dependencies=write, response_model=Intercept)
+    async def renew_intercept(intercept_id: str) -> dict[str, Any]:
+        return cp.intercepts.view(cp.intercepts.renew(intercept_id))
+
+    @app.put("/v1/intercepts/{intercept_id}/target", dependencies=write, response_model=Intercept)
+    async def retarget_intercept(intercept_id: str, body: InterceptTarget) -> dict[str, Any]:
+        return cp.intercepts.view(await cp.intercepts.retarget(intercept_id, body.host, body.port))
+
+    @app.delete("/v1/intercepts/{intercept_id}", dependencies=write, response_model=Intercept)
+    async def release_intercept(intercept_id: str) -> dict[str, Any]:
+        return cp.intercepts.view(await cp.intercepts.release(intercept_id))
 
     @app.post("/v1/services/{service}/promote", dependencies=write, response_model=Promoted)
     async def promote(service: str, force: bool = False) -> dict[str, Any]:

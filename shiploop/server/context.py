@@ -19,7 +19,14 @@ from shiploop.naming import Track
 from shiploop.paths import ProjectPaths
 from shiploop.runtime.local import LocalRuntime
 from shiploop.server.desired import Change
-from shiploop.server.routing import ExperimentRouting, HeaderRoute, Placement, ServiceRouting, build_routing_state
+from shiploop.server.routing import (
+    ExperimentRouting,
+    HeaderRoute,
+    PersonalRoute,
+    Placement,
+    ServiceRouting,
+    build_routing_state,
+)
 from shiploop.server.specs import spec_from_json
 from shiploop.spec import ProjectSpec, ServiceSpec, load_project, load_service
 from shiploop.store import DeploymentRow, ExperimentRow, Store
@@ -123,6 +130,9 @@ class PlaneContext:
                     tuple(Placement(d.version, d.track, d.weight) for d in rows),
                     tuple(HeaderRoute(h, v, ver) for h, v, ver in source.header_routes(name)),
                     experiment_routing(source.running_experiment(name)),
+                    tuple(
+                        PersonalRoute(i.id, i.header, i.value, i.host, i.port, i.kind) for i in source.intercepts(name)
+                    ),
                 )
             )
         return build_routing_state(services, self.runtime.endpoints, self.port, str(self.experiment_log))

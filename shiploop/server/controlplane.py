@@ -23,6 +23,7 @@ from shiploop.paths import ProjectPaths
 from shiploop.procs import free_port
 from shiploop.runtime.local import LocalRuntime
 from shiploop.server.context import PlaneContext
+from shiploop.server.intercepts import Intercepts
 from shiploop.server.lifecycle import Lifecycle, Progress, teardown_without_daemon
 from shiploop.server.mutations import Mutations
 from shiploop.server.supervisor import Supervisor, TickHook
@@ -47,8 +48,10 @@ class ControlPlane:
         self.ctx = PlaneContext(paths, project, store, runtime, gateway, port, clock)
         self.lifecycle = Lifecycle(self.ctx)
         self.mutations = Mutations(self.ctx)
-        self.views = Views(self.ctx)
+        self.intercepts = Intercepts(self.ctx)
+        self.views = Views(self.ctx, self.intercepts.view)
         self.supervisor = Supervisor(self.ctx)
+        self.supervisor.tick_hooks.append(self.intercepts.sweep)  # lapsed leases out within a tick
         self.started_at = clock()
 
     # -- the parts, for the layers above -------------------------------------------------------
@@ -107,10 +110,12 @@ class ControlPlane:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, progress: Progress = lambda _: None) -> None:
+        self.intercepts.sweep_stored()  # leases that lapsed while no daemon ran are never published
         await self.lifecycle.start(progress)
 
     async def shutdown(self) -> None:
         await self.lifecycle.shutdown()
+        self.intercepts.forget_all()
 
     async def start_failed(self) -> None:
         await self.lifecycle.start_failed()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from shiploop.naming import DeploymentState
-from shiploop.store import DeploymentRow, ExperimentRow, Store
+from shiploop.store import DeploymentRow, ExperimentRow, InterceptRow, Store
 
 StoreOp = Callable[[Store], None]
 
@@ -30,6 +30,7 @@ class Change:
         for service in {d.service for d in self.rows}:
             self.headers[service] = store.header_routes(service)
         self.experiments: dict[str, ExperimentRow] = {e.service: e for e in store.running_experiments()}
+        self.intercept_rows: list[InterceptRow] = store.intercepts()
         self._ops: list[StoreOp] = []
 
     # -- reads of the state after the change -----------------------------------------------
@@ -43,6 +44,9 @@ class Change:
 
     def running_experiment(self, service: str) -> ExperimentRow | None:
         return self.experiments.get(service)
+
+    def intercepts(self, service: str | None = None) -> list[InterceptRow]:
+        return [i for i in self.intercept_rows if service is None or i.service == service]
 
     # -- edits ---------------------------------------------------------------------------------
 
@@ -95,6 +99,22 @@ class Change:
         self.headers[service] = kept
         self._ops.append(lambda s: void(s.remove_header_route(service, header, value)))
         return len(before) - len(kept)
+
+    def add_intercept(self, row: InterceptRow) -> None:
+        """A personal route; it replaces any other on the same (service, header, value)."""
+        same = (row.service, row.header, row.value)
+        self.intercept_rows = [i for i in self.intercept_rows if (i.service, i.header, i.value) != same] + [row]
+        self._ops.append(lambda s: s.add_intercept(row))
+
+    def retarget_intercept(self, intercept_id: str, host: str, port: int) -> None:
+        self.intercept_rows = [
+            replace(i, host=host, port=port) if i.id == intercept_id else i for i in self.intercept_rows
+        ]
+        self._ops.append(lambda s: s.retarget_intercept(intercept_id, host, port))
+
+    def remove_intercept(self, intercept_id: str) -> None:
+        self.intercept_rows = [i for i in self.intercept_rows if i.id != intercept_id]
+        self._ops.append(lambda s: void(s.remove_intercept(intercept_id)))
 
     def put(self, key: str, value: str) -> None:
         """A key/value record that changes with this change (e.g. a service's stable version)."""

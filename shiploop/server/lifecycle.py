@@ -207,6 +207,8 @@ def teardown_without_daemon(root: Path) -> int:
         with store.transaction():
             for d in store.deployments():
                 store.remove_deployment(d.service, d.version)
+            for i in store.intercepts():  # personal routes die with the gateway
+                store.remove_intercept(i.id)
             store.delete("envoy")
             store.delete("prometheus")
         store.event(None, "down", f"stopped {stopped} processes left by a daemon that was not running")

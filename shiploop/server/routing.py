@@ -1,4 +1,11 @@
-"""Deployments and personal routes -> the gateway's RoutingState (pure)."""
+"""Deployments and personal routes -> the gateway's RoutingState (pure).
+
+Intercepts (a developer's own process, held by a lease: server/intercepts.py)
+get a cluster of their own, never a version's: a rollout judges each version
+by its cluster's counters in Envoy, so traffic a personal route takes is never
+counted as the stable's or the candidate's. Their routes come before the
+weighted ones, so a rollout's weights apply to the traffic no personal route matched.
+"""
 
 from __future__ import annotations
 
@@ -51,11 +58,35 @@ class ExperimentRouting:
 
 
 @dataclass(frozen=True)
+class PersonalRoute:
+    """An intercept: requests carrying `header: value` (every request when header is "") go to host:port."""
+
+    id: str
+    header: str
+    value: str
+    host: str
+    port: int
+    kind: str = "intercept"
+
+
+def personal_cluster_name(service: str, intercept_id: str) -> str:
+    # Like naming.cluster_name, SERVICE_REST, so stats tags still read the service; the
+    # "intercept-" prefix can never be a version id (those are hex).
+    return f"{service}_intercept-{intercept_id}"
+
+
+def personal_label(service: str, route: PersonalRoute) -> str:
+    """What the personal route sends back in x-shiploop-version: which process answered."""
+    return f"{service}@{route.kind}:{route.host}:{route.port}"
+
+
+@dataclass(frozen=True)
 class ServiceRouting:
     spec: ServiceSpec  # the stable version's spec: its routes and limits apply
     placements: tuple[Placement, ...]
     header_routes: tuple[HeaderRoute, ...] = ()
     experiment: ExperimentRouting | None = None
+    personal: tuple[PersonalRoute, ...] = ()
 
 
 def _cluster(spec: ServiceSpec, version: str, ports: list[int]) -> Cluster:
@@ -72,16 +103,26 @@ def _cluster(spec: ServiceSpec, version: str, ports: list[int]) -> Cluster:
     )
 
 
-def _specificity(route: Route) -> tuple[int, int]:
+# On the same match an intercept comes before a header route, which comes before the weighted route.
+PERSONAL, HEADER, WEIGHTED = 0, 1, 2
+
+
+def _specificity(ranked: tuple[Route, int]) -> tuple[int, int, int]:
     # First match wins in Envoy, so personal (header) routes go first, then the
     # most specific paths: exact, longest prefix, regex.
+    route, kind = ranked
     m = route.match
     header_rank = 0 if m.headers else 1
     if m.path is not None:
-        return (header_rank, 0)
+        return (header_rank, 0, kind)
     if m.prefix is not None:
-        return (header_rank, 1 + 10_000 - len(m.prefix))
-    return (header_rank, 20_000)
+        return (header_rank, 1 + 10_000 - len(m.prefix), kind)
+    return (header_rank, 20_000, kind)
+
+
+def _personal_cluster(service: str, p: PersonalRoute) -> Cluster:
+    # No outlier detection: a developer's one process stopped at a breakpoint must not be ejected.
+    return Cluster(personal_cluster_name(service, p.id), (Endpoint(p.host, p.port),))
 
 
 def _assignment(svc: ServiceRouting) -> Assignment | None:
@@ -123,11 +164,12 @@ def build_routing_state(
     event_log: str | None = None,
 ) -> RoutingState:
     clusters: list[Cluster] = []
-    routes: list[Route] = []
+    routes: list[tuple[Route, int]] = []
     for svc in services:
         spec = svc.spec
         for p in svc.placements:
             clusters.append(_cluster(spec, p.version, endpoints(spec.name, p.version)))
+        clusters.extend(_personal_cluster(spec.name, pr) for pr in svc.personal)
         weighted = tuple(
             WeightedTarget(cluster_name(spec.name, p.version), p.weight, f"{spec.name}@{p.version}")
             for p in svc.placements
@@ -154,16 +196,24 @@ def build_routing_state(
                 retry=retry,
                 mirrors=mirrors,
             )
+            for pr in svc.personal:
+                headers = match.headers if not pr.header else tuple(sorted((*match.headers, (pr.header, pr.value))))
+                target = WeightedTarget(personal_cluster_name(spec.name, pr.id), 100, personal_label(spec.name, pr))
+                own = replace(main, name=f"{spec.name}-{i}-p{pr.id}", match=replace(match, headers=headers))
+                routes.append((replace(own, targets=(target,), mirrors=()), PERSONAL))
             for j, hr in enumerate(svc.header_routes):
                 personal = replace(match, headers=tuple(sorted((*match.headers, (hr.header, hr.value)))))
                 target = WeightedTarget(cluster_name(spec.name, hr.version), 100, f"{spec.name}@{hr.version}")
                 routes.append(
-                    replace(main, name=f"{spec.name}-{i}-h{j}", match=personal, targets=(target,), mirrors=())
+                    (replace(main, name=f"{spec.name}-{i}-h{j}", match=personal, targets=(target,), mirrors=()), HEADER)
                 )
             if assignment is not None:
                 main = replace(main, assignment=assignment)
-                routes.extend(_variant_routes(main, assignment))
+                # After the header routes of the same match, as before personal routes existed.
+                routes.extend((r, HEADER) for r in _variant_routes(main, assignment))
             if weighted:
-                routes.append(main)
+                routes.append((main, WEIGHTED))
     routes.sort(key=_specificity)  # stable sort keeps declaration order among equals
-    return RoutingState(clusters=tuple(clusters), routes=tuple(routes), listen_port=listen_port, event_log=event_log)
+    return RoutingState(
+        clusters=tuple(clusters), routes=tuple(r for r, _ in routes), listen_port=listen_port, event_log=event_log
+    )

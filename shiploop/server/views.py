@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from shiploop.server.context import PlaneContext
+from shiploop.store import InterceptRow
 
 
 class Views:
-    def __init__(self, ctx: PlaneContext) -> None:
+    def __init__(self, ctx: PlaneContext, intercept_view: Callable[[InterceptRow], dict[str, Any]]) -> None:
         self.ctx = ctx
+        self.intercept_view = intercept_view
 
     def status(self) -> dict[str, Any]:
         ctx = self.ctx
@@ -32,7 +35,15 @@ class Views:
                 )
             header_routes = [{"header": h, "value": v, "version": ver} for h, v, ver in ctx.store.header_routes(name)]
             routes = [r.describe() for r in spec.routes]
-            services.append({"name": name, "versions": versions, "header_routes": header_routes, "routes": routes})
+            services.append(
+                {
+                    "name": name,
+                    "versions": versions,
+                    "header_routes": header_routes,
+                    "intercepts": [self.intercept_view(i) for i in ctx.store.intercepts(name)],
+                    "routes": routes,
+                }
+            )
         return {
             "project": ctx.project.name,
             "gateway": ctx.gateway_url,

@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS rollouts (
     baseline TEXT NOT NULL, state TEXT NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL,
     started_at REAL NOT NULL, updated_at REAL NOT NULL, outcome_reason TEXT);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS intercepts (
+    id TEXT PRIMARY KEY, service TEXT NOT NULL, header TEXT NOT NULL, value TEXT NOT NULL,
+    host TEXT NOT NULL, port INTEGER NOT NULL, owner TEXT NOT NULL, pid INTEGER, kind TEXT NOT NULL,
+    created_at REAL NOT NULL, expires_at REAL NOT NULL, UNIQUE (service, header, value));
 """
 
 
@@ -63,6 +67,25 @@ class DeploymentRow:
     spec: dict[str, Any]
     state: str
     created_at: float
+
+
+@dataclass(frozen=True)
+class InterceptRow:
+    """A personal route held by a lease: requests matching (header, value) go to host:port.
+
+    header == "" is a global intercept (`--all`): every request to the service."""
+
+    id: str
+    service: str
+    header: str
+    value: str
+    host: str
+    port: int
+    owner: str
+    pid: int | None
+    kind: str  # "intercept" or "dev"
+    created_at: float
+    expires_at: float
 
 
 @dataclass
@@ -353,6 +376,52 @@ class Store(ExperimentTables):
             "SELECT header, value, version FROM header_routes WHERE service=? ORDER BY header, value", (service,)
         )
         return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- intercepts (personal routes held by leases) ----------------------------------
+
+    def add_intercept(self, row: InterceptRow) -> None:
+        """Insert `row`, replacing any row on the same (service, header, value)."""
+        with self.transaction():
+            self.db.execute(
+                "DELETE FROM intercepts WHERE service=? AND header=? AND value=?", (row.service, row.header, row.value)
+            )
+            self.db.execute(
+                "INSERT OR REPLACE INTO intercepts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.id,
+                    row.service,
+                    row.header,
+                    row.value,
+                    row.host,
+                    row.port,
+                    row.owner,
+                    row.pid,
+                    row.kind,
+                    row.created_at,
+                    row.expires_at,
+                ),
+            )
+
+    def intercepts(self, service: str | None = None) -> list[InterceptRow]:
+        sql = "SELECT * FROM intercepts"
+        args: tuple[Any, ...] = ()
+        if service is not None:
+            sql, args = sql + " WHERE service=?", (service,)
+        rows = self.db.execute(sql + " ORDER BY service, header, value", args)
+        return [InterceptRow(*tuple(r)) for r in rows]
+
+    def renew_intercept(self, intercept_id: str, now: float, expires_at: float) -> bool:
+        """Extend a lease that has not lapsed; False if it is gone or lapsed (a lapsed one is swept)."""
+        cur = self.db.execute(
+            "UPDATE intercepts SET expires_at=? WHERE id=? AND expires_at>=?", (expires_at, intercept_id, now)
+        )
+        return cur.rowcount > 0
+
+    def retarget_intercept(self, intercept_id: str, host: str, port: int) -> None:
+        self.db.execute("UPDATE intercepts SET host=?, port=? WHERE id=?", (host, port, intercept_id))
+
+    def remove_intercept(self, intercept_id: str) -> int:
+        return self.db.execute("DELETE FROM intercepts WHERE id=?", (intercept_id,)).rowcount
 
     # -- rollouts ------------------------------------------------------------------
 
