@@ -188,7 +188,7 @@ def test_events_show_the_timeline_with_evidence_and_follow(project: Project):
         # The last past event printed: the follower knows where the past ends.
         wait_until(lambda: follower.lines, 30, what="the follower to start")
         project.cli("route", "echo", "--header", "x-user=ana", "--to", "stable")
-        wait_until(lambda: "header-route" in follower.output(), 10, what="the follower to print the event")
+        wait_until(lambda: "header-route: x-user: ana" in follower.output(), 10, what="the follower to print the event")
     finally:
         code, out, _ = follower.interrupt()
         project.cli("route", "echo", "--remove-header", "x-user")
