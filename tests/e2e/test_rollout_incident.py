@@ -33,7 +33,8 @@ POLICY = f"""rollout:
 
 
 def rollout_state(project: Project) -> dict[str, Any]:
-    return dict(json.loads(project.cli("rollout", "status", "echo", "--json").stdout))
+    """What `shiploop rollout status echo --json` prints, from the API."""
+    return dict(project.api_get("/v1/services/echo/rollout"))
 
 
 @pytest.mark.slow
