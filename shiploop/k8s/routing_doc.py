@@ -13,6 +13,7 @@ from typing import Any
 
 from shiploop.errors import Invalid
 from shiploop.gateway.model import (
+    Assignment,
     CircuitBreakerLimits,
     Cluster,
     Endpoint,
@@ -69,6 +70,19 @@ def _route(d: dict[str, Any]) -> Route:
         timeout_s=d.get("timeout_s", 15.0),
         retry=retry,
         mirrors=tuple(d.get("mirrors", ())),
+        assignment=_assignment(d["assignment"]) if d.get("assignment") else None,
+    )
+
+
+def _assignment(d: dict[str, Any]) -> Assignment:
+    return Assignment(
+        salt=d["salt"],
+        service=d["service"],
+        unit_kind=d["unit_kind"],
+        unit_name=d["unit_name"],
+        allocation=float(d["allocation"]),
+        control=WeightedTarget(**d["control"]),
+        treatment=WeightedTarget(**d["treatment"]),
     )
 
 
@@ -82,6 +96,7 @@ def from_document(doc: Any, where: str = "routing state") -> RoutingState:
             routes=tuple(_route(r) for r in doc.get("routes", ())),
             listen_port=int(doc.get("listen_port", 8080)),
             listen_address=str(doc.get("listen_address", "0.0.0.0")),
+            event_log=doc.get("event_log"),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise Invalid(f"malformed routing-state document ({type(e).__name__}: {e})", where=where) from None

@@ -9,7 +9,17 @@ import pytest
 
 from shiploop.errors import Invalid
 from shiploop.gateway import render
-from shiploop.gateway.model import Cluster, Endpoint, Match, OutlierPolicy, Retry, Route, RoutingState, WeightedTarget
+from shiploop.gateway.model import (
+    Assignment,
+    Cluster,
+    Endpoint,
+    Match,
+    OutlierPolicy,
+    Retry,
+    Route,
+    RoutingState,
+    WeightedTarget,
+)
 from shiploop.k8s import routing_doc
 from shiploop.k8s.agent import bootstrap
 
@@ -32,9 +42,19 @@ STATE = RoutingState(
             retry=Retry(2, ("connect-failure",), 0.5),
             mirrors=("web_bbb",),
         ),
+        Route(  # an experiment's route: the assignment must survive the document
+            "web-1",
+            Match(prefix="/signup"),
+            (WeightedTarget("web_aaa", 100, "web@aaa"),),
+            assignment=Assignment(
+                "exp-7", "web", "cookie", "shiploop_uid", 50.0,
+                WeightedTarget("web_aaa", 100, "web@aaa"), WeightedTarget("web_bbb", 100, "web@bbb"),
+            ),  # fmt: skip
+        ),
     ),
     8080,
     "0.0.0.0",
+    event_log="/var/log/shiploop/experiments.jsonl",
 )
 
 
