@@ -207,6 +207,15 @@ class RolloutPlan(Open):
     warnings: list[str] = Field(default_factory=list)
 
 
+class ExperimentBrief(Body):
+    """The experiment running on a service, as `status` shows it."""
+
+    id: int
+    state: str
+    hypothesis: str
+    treatment: str  # the candidate's version
+
+
 class ServiceStatus(Body):
     name: str
     versions: list[VersionStatus]
@@ -214,6 +223,7 @@ class ServiceStatus(Body):
     intercepts: list[Intercept] = Field(default_factory=list)
     routes: list[str] = Field(default_factory=list)
     rollout: Rollout | None = None
+    experiment: ExperimentBrief | None = None
 
 
 class EnvoyHealth(Open):

@@ -136,4 +136,10 @@ def status_text(data: Mapping[str, Any], color: bool = False) -> str:
             )
             if r.get("summary"):
                 lines.append(f"  {literal(r['summary'])}")
+        e = svc.get("experiment")
+        if e:
+            lines.append(
+                f"{svc['name']}: experiment #{e['id']} of {e['treatment']} is {e['state']} "
+                f"(\"{literal(e['hypothesis'])}\"): shiploop experiment status {svc['name']}"
+            )
     return "\n".join(lines)

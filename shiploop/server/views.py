@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shiploop.server.context import PlaneContext
-from shiploop.store import InterceptRow
+from shiploop.store import ExperimentRow, InterceptRow
 
 
 class Views:
@@ -42,6 +42,7 @@ class Views:
                     "header_routes": header_routes,
                     "intercepts": [self.intercept_view(i) for i in ctx.store.intercepts(name)],
                     "routes": routes,
+                    "experiment": _experiment_brief(ctx.store.running_experiment(name)),
                 }
             )
         return {
@@ -105,3 +106,10 @@ def degraded(ctx: PlaneContext) -> list[str]:
     if ctx.gateway.process is not None and not ctx.gateway.alive():
         out.append("degraded: envoy is down; it is being restarted")
     return out
+
+
+def _experiment_brief(row: ExperimentRow | None) -> dict[str, Any] | None:
+    """The experiment running on a service, as `status` shows it (details: `experiment status`)."""
+    if row is None:
+        return None
+    return {"id": row.id, "state": row.state, "hypothesis": row.hypothesis, "treatment": row.treatment}

@@ -70,6 +70,9 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     started = json.loads(project.cli("experiment", "start", "shop", "--json").stdout)
     control, treatment = (v["version"] for v in started["variants"])
     assert started["state"] == "running" and control != treatment
+    brief = next(svc for svc in project.status()["services"] if svc["name"] == "shop")["experiment"]
+    assert brief == {"id": started["id"], "state": "running", "hypothesis": started["hypothesis"],
+                     "treatment": treatment}  # fmt: skip
 
     # 80 visitors, 3 visits each; a visitor signs up (and buys) on its second visit, at a rate
     # by the version it sees; every visit is one request, as the counts below assume.

@@ -321,3 +321,21 @@ def test_status_notes_a_crash_loop_and_nothing_for_a_quiet_replica():
     text = status_text(status)
     assert "web@bbbbbbbbbbbb: 3 restarts, last exit code 1: KeyError: 'DB'" in text, text
     assert "web@aaaaaaaaaaaa:" not in text, text  # a replica that never crashed gets no note
+
+
+def test_status_names_a_running_experiment_and_the_command_for_its_details():
+    from shiploop.cli.status_text import status_text
+    from shiploop.contract import Status
+
+    version = {"id": "aaaaaaaaaaaa", "track": "stable", "weight": 100, "ready": 1, "replicas": 1, "state": "running"}
+    experiment = {"id": 3, "state": "running", "hypothesis": "one field raises signups", "treatment": "bbbbbbbbbbbb"}
+    status = {
+        "project": "p", "gateway": "http://127.0.0.1:8080", "generation": 1,
+        "services": [{"name": "web", "versions": [version], "experiment": experiment}],
+    }  # fmt: skip
+    assert Status.model_validate(status).services[0].experiment is not None  # the contract carries it
+    text = status_text(status)
+    assert (
+        'web: experiment #3 of bbbbbbbbbbbb is running ("one field raises signups"): shiploop experiment status web'
+        in text
+    ), text
