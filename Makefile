@@ -19,6 +19,7 @@ demo: $(STAMP)
 # Three workers on two cores: most of the suite waits on real processes and rollouts,
 # not on the CPU (about 4.5 min of CPU in 10.5 min of wall time when run one by one).
 PYTEST_WORKERS ?= 3
+# worksteal: an idle worker takes tests queued on a busy one (the end-to-end tests are long).
 
 # checkov (tests/integration/test_k8s_checkov.py) pins packaging<24, older than pytest needs: its own venv.
 # uv: 8 s against pip's 66 s.
@@ -32,12 +33,12 @@ $(CHECKOV_STAMP): $(STAMP)
 test: $(STAMP) $(CHECKOV_STAMP) tools
 	$(BIN)/ruff check shiploop tests bench examples
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) -m 'not serial'
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist worksteal -m 'not serial'
 	$(BIN)/pytest -q -m serial
 
 # Unit and integration tiers without the slow end-to-end tests.
 test-fast: $(STAMP) $(CHECKOV_STAMP) tools
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) -m 'not slow' tests/unit tests/integration
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist worksteal -m 'not slow' tests/unit tests/integration
 
 # Debian packages some tests use (prometheus, chromium): installed when missing, as root.
 tools:
