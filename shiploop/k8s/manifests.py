@@ -170,24 +170,7 @@ def version_objects(project: str, namespace: str, v: VersionInput) -> list[Obj]:
             },
         },
     }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(name, namespace, labels),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector,
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
-    pdb = {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": _meta(name, namespace, labels),
-        # maxUnavailable, not minAvailable: a one-replica version must not block a node drain.
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
-    }
-    return [deployment, service, pdb]
+    return [deployment, *_service_and_budget(name, namespace, labels, selector)]
 
 
 def routing_configmap(project: str, namespace: str, state: RoutingState) -> Obj:
@@ -287,23 +270,11 @@ def gateway_objects(project: str, namespace: str, replicas: int, envoy_image: st
             },
         },
     }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(GATEWAY, namespace, labels),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector,
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
-    pdb = {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": _meta(GATEWAY, namespace, labels),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
-    }
-    return [_service_account(project, namespace, GATEWAY, "gateway", False), deployment, service, pdb]
+    return [
+        _service_account(project, namespace, GATEWAY, "gateway", False),
+        deployment,
+        *_service_and_budget(GATEWAY, namespace, labels, selector),
+    ]
 
 
 def controller_objects(project: str, namespace: str, shiploop_image: str, prometheus_url: str) -> list[Obj]:
@@ -438,3 +409,25 @@ def network_policies(project: str, namespace: str) -> list[Obj]:
         ),
         policy(CONTROLLER, {"app.kubernetes.io/name": CONTROLLER}, []),
     ]
+
+
+def _service_and_budget(name: str, namespace: str, labels: dict[str, str], selector: dict[str, str]) -> list[Obj]:
+    """The ClusterIP Service in front of a Deployment's pods, and their PodDisruptionBudget."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(name, namespace, labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    pdb = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(name, namespace, labels),
+        # maxUnavailable, not minAvailable: a one-replica version must not block a node drain.
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+    }
+    return [service, pdb]

@@ -114,7 +114,8 @@ class RolloutRow:
     outcome_reason: str | None
 
 
-def _rollout_row(r: sqlite3.Row) -> RolloutRow:
+def rollout_row(r: sqlite3.Row) -> RolloutRow:
+    """A `rollouts` table row (read with sqlite3.Row) as a RolloutRow."""
     return RolloutRow(
         r["id"],
         r["service"],
@@ -444,21 +445,21 @@ class Store(ExperimentTables):
 
     def rollout(self, rollout_id: int) -> RolloutRow | None:
         row = self.db.execute("SELECT * FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
-        return _rollout_row(row) if row else None
+        return rollout_row(row) if row else None
 
     def rollouts(self, service: str, limit: int = 20) -> list[RolloutRow]:
         """The service's rollouts, newest first."""
         rows = self.db.execute(
             "SELECT * FROM rollouts WHERE service=? ORDER BY id DESC LIMIT ?", (service, limit)
         ).fetchall()
-        return [_rollout_row(r) for r in rows]
+        return [rollout_row(r) for r in rows]
 
     def rollouts_in(self, states: Iterable[str]) -> list[RolloutRow]:
         """Every service's rollouts in one of `states`, oldest first."""
         wanted = [str(s) for s in states]
         marks = ",".join("?" * len(wanted))
         rows = self.db.execute(f"SELECT * FROM rollouts WHERE state IN ({marks}) ORDER BY id", wanted).fetchall()
-        return [_rollout_row(r) for r in rows]
+        return [rollout_row(r) for r in rows]
 
     # -- events ------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ the counts Prometheus gave for the step must be Envoy's, within one scrape inter
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import sqlite3
 import threading
@@ -28,7 +27,7 @@ from shiploop.naming import RolloutState, cluster_name
 from shiploop.rollout.core import Move, apply, judge
 from shiploop.rollout.readings import Observation, Pair, Reading
 from shiploop.rollout.record import RolloutRecord
-from shiploop.store.db import RolloutRow
+from shiploop.store.db import rollout_row
 from shiploop.telemetry.scrape_config import SCRAPE_INTERVAL_S
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project
@@ -102,19 +101,7 @@ def latest_rollout(project: Project) -> tuple[RolloutRecord, float]:
         started = db.execute("SELECT ts FROM events WHERE kind='rollout-started' ORDER BY id DESC LIMIT 1").fetchone()
     finally:
         db.close()
-    row = RolloutRow(
-        r["id"],
-        r["service"],
-        r["candidate"],
-        r["baseline"],
-        r["state"],
-        r["step"],
-        json.loads(r["data"]),
-        r["started_at"],
-        r["updated_at"],
-        r["outcome_reason"],
-    )
-    return RolloutRecord.from_row(row), float(started["ts"])
+    return RolloutRecord.from_row(rollout_row(r)), float(started["ts"])
 
 
 def judge_from_envoy(live: RolloutRecord, sampler: EnvoySampler, deployed_at: float) -> tuple[Move, str, float, float]:
