@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -24,11 +23,11 @@ from rich.table import Table
 
 from shiploop.cli.client import DaemonClient
 from shiploop.cli.lease import LeaseKeeper, confirm, curl_line, describe, line_buffered, with_option, without_hint
+from shiploop.cli.remote import project_root
 from shiploop.cli.status_view import emit_json
 from shiploop.cli.usage import key_value
 from shiploop.contract import Intercept
 from shiploop.errors import Conflict, Invalid, ShiploopError
-from shiploop.paths import find_root
 from shiploop.procs import free_port
 
 console = Console(highlight=False)
@@ -126,7 +125,7 @@ def intercept(
         if not confirm(question):
             err.print("nothing changed")
             raise typer.Exit(1)
-    root = find_root(Path.cwd())
+    root = project_root()
     line_buffered()
     request = {"header": name, "value": value, "all": all_requests, "port": target_port, "kind": "intercept"}
     keeper = LeaseKeeper(root, service, request, note)
@@ -173,7 +172,7 @@ def intercept(
 
 def intercepts(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
     """The personal routes held now: service, match, target, owner and when each lapses unless renewed."""
-    rows = DaemonClient(find_root(Path.cwd())).call_list(Intercept, "GET", "/v1/intercepts")
+    rows = DaemonClient(project_root()).call_list(Intercept, "GET", "/v1/intercepts")
     if as_json:
         emit_json(rows)
         return
