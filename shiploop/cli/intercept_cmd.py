@@ -83,6 +83,12 @@ def claim_or_explain(keeper: LeaseKeeper, takeover: bool) -> Intercept:
         ) from None
 
 
+def shown_target(keeper: LeaseKeeper, i: Intercept, port: int) -> str:
+    if keeper.remote is None:
+        return i.target
+    return f"127.0.0.1:{port} here, through the tunnel from {keeper.remote.host}"
+
+
 def intercept(
     service: Annotated[str, typer.Argument(metavar="SERVICE", help="the service whose requests to intercept")],
     command: Annotated[
@@ -135,7 +141,7 @@ def intercept(
     code = 0
     try:
         console.print(
-            f"intercepting {service}: {describe(i)} -> {i.target} "
+            f"intercepting {service}: {describe(i)} -> {shown_target(keeper, i, target_port)} "
             f"(lease {i.lease_s:g}s, renewed every {i.renew_s:g}s); Ctrl-C to stop",
             markup=False,
             soft_wrap=True,
