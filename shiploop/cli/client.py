@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shiploop.cli.remote import remote_daemon
+from shiploop.cli.remote import RemoteDaemon, remote_daemon
 from shiploop.cli.wire import exchange
 from shiploop.contract import ErrorBody
 from shiploop.errors import ERROR_KINDS, ShiploopError
@@ -38,11 +38,13 @@ def segment(text: str) -> str:
 
 
 class DaemonClient:
+    remote: RemoteDaemon | None = None  # SHIPLOOP_URL: a daemon on a shared host (cli/remote.py)
+
     def __init__(self, root: Path, timeout_s: float = 120.0) -> None:
         self.root = root
         self.paths = ProjectPaths(root)
         self.timeout_s = timeout_s
-        self.remote = remote_daemon()  # SHIPLOOP_URL: a daemon on a shared host (cli/remote.py)
+        self.remote = remote_daemon()
         self._tls: Any = None
         if self.remote is not None:
             self.address = (self.remote.host, self.remote.port)

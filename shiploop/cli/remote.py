@@ -16,9 +16,9 @@ from typing import Any
 from shiploop.errors import Invalid, ShiploopError
 from shiploop.paths import find_root
 
-URL_HINT = "e.g. export SHIPLOOP_URL=https://shared-host:7443 (the URL `shiploop up --listen` printed)"
+URL_HINT = "e.g. export SHIPLOOP_URL=https://shared-host:7443 (the URL the shared host printed at up --listen)"
 TOKEN_HINT = "on the shared host: shiploop token create NAME; then export SHIPLOOP_TOKEN=... here"
-CA_HINT = "copy the certificate `shiploop up --listen` printed here and: export SHIPLOOP_CA=/path/to/cert.pem"
+CA_HINT = "copy here the certificate the shared host printed at up --listen, and: export SHIPLOOP_CA=/path/to/cert.pem"
 
 
 @dataclass(frozen=True)

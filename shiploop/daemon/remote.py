@@ -131,7 +131,7 @@ def _generate(cert: Path, key: Path, names: list[str]) -> None:
             sans.append(x509.IPAddress(ipaddress.ip_address(n)))
         except ValueError:
             sans.append(x509.DNSName(n))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"shiploop {names[0]}")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{names[0]} (shiploop)")])
     now = datetime.datetime.now(datetime.UTC)
     built = (
         x509.CertificateBuilder()
