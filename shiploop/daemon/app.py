@@ -220,16 +220,27 @@ def create_app(
             )
         return cp.intercepts.view(await claim(body.host, body.port))
 
+    def own(request: Request, intercept_id: str) -> None:
+        """A user's token acts on that user's intercepts only."""
+        user = caller(request)
+        if user is not None and not any(i.id == intercept_id and i.owner == user for i in cp.intercepts.rows()):
+            raise NotFound(f"intercept {intercept_id} is not yours", hint="see who holds what: shiploop intercepts")
+
     @app.post("/v1/intercepts/{intercept_id}/renew", dependencies=write, response_model=Intercept)
-    async def renew_intercept(intercept_id: str) -> dict[str, Any]:
+    async def renew_intercept(intercept_id: str, request: Request) -> dict[str, Any]:
+        own(request, intercept_id)
         return cp.intercepts.view(cp.intercepts.renew(intercept_id))
 
     @app.put("/v1/intercepts/{intercept_id}/target", dependencies=write, response_model=Intercept)
-    async def retarget_intercept(intercept_id: str, body: InterceptTarget) -> dict[str, Any]:
+    async def retarget_intercept(intercept_id: str, body: InterceptTarget, request: Request) -> dict[str, Any]:
+        own(request, intercept_id)
+        if caller(request) is not None:
+            raise Invalid("a remote intercept's target moves in its tunnel", hint="the CLI does it itself")
         return cp.intercepts.view(await cp.intercepts.retarget(intercept_id, body.host, body.port))
 
     @app.delete("/v1/intercepts/{intercept_id}", dependencies=write, response_model=Intercept)
-    async def release_intercept(intercept_id: str) -> dict[str, Any]:
+    async def release_intercept(intercept_id: str, request: Request) -> dict[str, Any]:
+        own(request, intercept_id)
         return cp.intercepts.view(await cp.intercepts.release(intercept_id))
 
     @app.post("/v1/services/{service}/promote", dependencies=write, response_model=Promoted)

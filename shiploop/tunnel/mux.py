@@ -24,6 +24,7 @@ HEADER = struct.Struct(">BII")
 COUNT = struct.Struct(">I")
 MAX_CHUNK = 64 * 1024
 WINDOW = 256 * 1024
+CREDIT_BATCH = WINDOW // 4
 UPGRADE = "shiploop-tunnel/1"
 
 Connect = Callable[[str], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
@@ -70,10 +71,15 @@ class Stream:
     async def _inbound(self, writer: asyncio.StreamWriter) -> None:
         """Tunnel -> local socket; each chunk written is granted back to the peer."""
         try:
+            owed = 0
             while (data := await self.inbox.get()) is not None:
                 writer.write(data)
                 await writer.drain()
-                await self.mux.send(CREDIT, self.sid, COUNT.pack(len(data)))
+                owed += len(data)
+                # Granted back in batches: a small request and its answer cost no frames of credit at all.
+                if owed >= CREDIT_BATCH:
+                    await self.mux.send(CREDIT, self.sid, COUNT.pack(owed))
+                    owed = 0
             if writer.can_write_eof():
                 writer.write_eof()
         except (ConnectionError, OSError):
@@ -113,9 +119,8 @@ class Mux:
         self.background: set[asyncio.Task[None]] = set()
 
     async def send(self, kind: int, sid: int, payload: bytes = b"") -> None:
-        self.writer.write(HEADER.pack(kind, sid, len(payload)))
-        if payload:
-            self.writer.write(payload)
+        # One write per frame: over TLS each write is a record, and a record is a send().
+        self.writer.write(HEADER.pack(kind, sid, len(payload)) + payload)
         await self.writer.drain()
 
     def send_soon(self, kind: int, sid: int) -> None:

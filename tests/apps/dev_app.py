@@ -16,6 +16,7 @@ PORT, RELEASE = int(sys.argv[1]), sys.argv[2]
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall between them
 
     def log_message(self, *args):
         pass
@@ -48,4 +49,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
 
 
-ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+try:
+    ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+except KeyboardInterrupt:
+    pass
