@@ -114,3 +114,26 @@ def test_a_slow_reader_holds_at_most_a_window_per_stream() -> None:
         envoy.close()
 
     asyncio.run(scenario())
+
+
+def test_the_certificate_is_configured_whole_or_generated_once(tmp_path: Path) -> None:
+    from shiploop.daemon.remote import _names_of, certificate
+    from shiploop.errors import ShiploopError
+    from shiploop.paths import ProjectPaths
+    from shiploop.spec import load_project
+    from shiploop.spec.models import RemoteSpec
+
+    (tmp_path / "shiploop.yaml").write_text("name: p\nremote: {tls_cert: host.pem}\n")
+    with pytest.raises(ShiploopError, match="give both tls_cert and tls_key"):
+        load_project(tmp_path)
+    paths = ProjectPaths(tmp_path)
+    with pytest.raises(Invalid, match="does not exist"):
+        certificate(paths, RemoteSpec(tls_cert="host.pem", tls_key="host.key"), parse_listen("10.1.2.3"))
+    cert, key = certificate(paths, RemoteSpec(), parse_listen("10.1.2.3"))
+    assert _names_of(cert) == {"10.1.2.3", "localhost", "127.0.0.1"}
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    before = cert.read_bytes()
+    assert certificate(paths, RemoteSpec(), parse_listen("10.1.2.3"))[0].read_bytes() == before  # kept
+    certificate(paths, RemoteSpec(), parse_listen("10.9.9.9"))
+    assert "10.9.9.9" in _names_of(cert)  # another address: a new one that names it
+    assert certificate(paths, RemoteSpec(tls_cert=str(cert), tls_key=str(key)), parse_listen("10.9.9.9")) == (cert, key)
