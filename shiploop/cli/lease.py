@@ -116,7 +116,7 @@ class LeaseKeeper:
             self.request["port"] = port
             if self.tunnel is not None and self.current is not None:
                 # The shared host's tunnel port stays; only the stream's end here moves.
-                self.tunnel.targets[TUNNEL_KEY] = port
+                self.tunnel.move(TUNNEL_KEY, port)
                 return self.current
             host = self.request.get("host", "127.0.0.1")
             target = {"host": host, "port": port}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections.abc import Callable
 
 from shiploop.cli.remote import RemoteDaemon
@@ -27,6 +28,8 @@ class TunnelClient:
         self.port = port
         self.on_lost = on_lost
         self.targets: dict[str, int] = {}  # key -> local port; changed from other threads (a dict store is atomic)
+        self.opened: dict[int, float] = {}  # local port -> when a stream first connected to it (time.time())
+        self._local: dict[int, set[asyncio.StreamWriter]] = {}  # local port -> its live connections
         self.session: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mux: Mux | None = None
@@ -95,8 +98,30 @@ class TunnelClient:
         if not self._closing:
             self.on_lost(f"the tunnel to {host}:{self.port} closed")
 
+    def move(self, key: str, port: int) -> None:
+        """Send the streams of `key` to `port` from now on (`dev` restarted the process there).
+
+        Envoy keeps its connections to the shared host's tunnel port open, and each
+        is a stream already connected to the old process: those are ended (EOF to the
+        old process, which closes them after its current answer), so Envoy's next
+        request opens a stream to the new one."""
+        old = self.targets.get(key)
+        self.targets[key] = port
+        loop = self._loop
+        if old is not None and old != port and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._retire, old)
+
+    def _retire(self, port: int) -> None:
+        for writer in self._local.pop(port, set()):
+            if not writer.is_closing() and writer.can_write_eof():
+                writer.write_eof()
+
     async def _connect(self, key: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection("127.0.0.1", self.targets[key])
+        port = self.targets[key]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        self.opened.setdefault(port, time.time())
+        self._local.setdefault(port, set()).add(writer)
+        return reader, writer
 
     def _explain(self, e: BaseException) -> ShiploopError:
         if isinstance(e, TimeoutError):

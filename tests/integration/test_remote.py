@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import threading
@@ -136,21 +137,13 @@ def _answers(shared: Shared, port: int) -> bool:
 
 
 class Intercepting:
-    """`shiploop intercept web -H x-dev=VALUE -p PORT` on the developer's machine, output collected."""
+    """`shiploop intercept web -H x-dev=VALUE -p PORT` (or another command) on the developer's machine."""
 
-    def __init__(self, shared: Shared, value: str, port: int) -> None:
+    def __init__(self, shared: Shared, value: str, port: int, *command: str, cwd: Path | None = None) -> None:
+        args = command or ("intercept", "web", "-H", f"x-dev={value}", "-p", str(port))
         self.proc = subprocess.Popen(
-            [
-                *shared.hosts.exec(shared.hosts.dev),
-                *SHIPLOOP,
-                "intercept",
-                "web",
-                "-H",
-                f"x-dev={value}",
-                "-p",
-                str(port),
-            ],
-            cwd=shared.dev_dir,
+            [*shared.hosts.exec(shared.hosts.dev), *SHIPLOOP, *args],
+            cwd=cwd or shared.dev_dir,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -254,5 +247,24 @@ def test_kill_9_of_the_cli_removes_the_route_within_10s(shared: Shared, dev_app:
             lambda: shared.get("/web/", {"x-dev": "bo"}).text != "dev app", 10, interval=0.05, what="bo's route gone"
         )
         assert time.monotonic() - killed <= 10
+    finally:
+        c.stop()
+
+
+def test_dev_through_the_tunnel_serves_an_edit_and_the_gateway_url_is_the_shared_hosts(shared: Shared) -> None:
+    checkout = shared.dev_dir / "checkout"  # the developer's own copy of the project
+    shutil.copytree(shared.project.root, checkout, ignore=shutil.ignore_patterns(".shiploop"))
+    app = checkout / "web" / "app.py"
+    c = Intercepting(shared, "", 0, "dev", "web", "--as", "cy", cwd=checkout)
+    dev = {"x-shiploop-dev": "cy"}
+    try:
+        wait_until(lambda: any("watching for changes" in ln for ln in c.lines), 30, what=f"dev to start: {c.lines}")
+        assert any(f"try: curl -H 'x-shiploop-dev: cy' {shared.gateway}/web/" in ln for ln in c.lines), c.lines
+        assert shared.get("/web/", dev).json()["version"] == "dev-cy"
+        before = 'VERSION = os.environ.get("SHIPLOOP_VERSION", "dev")'
+        app.write_text(app.read_text().replace(before, before + ' + "-edited"'))
+        wait_until(lambda: any("saved -> served through the gateway in" in ln for ln in c.lines), 20, what=f"{c.lines}")
+        # Served means served: the first answer after the report is the new code's.
+        assert shared.get("/web/", dev).json()["version"] == "dev-cy-edited"
     finally:
         c.stop()
