@@ -290,7 +290,11 @@ def remote_tunnel(requests: int, work: Path) -> dict[str, Any]:
         line = icpt.stdout.readline()
         if "intercepting" not in line:
             raise RuntimeError(f"intercept: {line}")
-        return hosts.call(hosts.dev, lambda: _tunnel_numbers(gateway, port, release, requests))
+        out = hosts.call(hosts.dev, lambda: _tunnel_numbers(gateway, port, release, requests))
+        # The tunnel alone, without Envoy: from the shared host, straight to the intercept's tunnel port.
+        target = json.loads(run(hosts.dev, "intercepts", "--json", env=env, cwd=laptop))[0]["target"]
+        out["tunnel_port_direct"] = hosts.call(hosts.shared, lambda: _sequential(f"http://{target}", requests))
+        return out
     finally:
         for proc in (icpt, app):
             if proc is not None:
@@ -363,6 +367,18 @@ def _tunnel_numbers(gateway: str, port: int, release: Path, requests: int) -> di
     return out
 
 
+def _sequential(url: str, requests: int) -> dict[str, Any]:
+    client = Gateway(url)
+    for _ in range(50):
+        client.get("/", {})
+    times = []
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        client.get("/", {})
+        times.append(time.perf_counter() - t0)
+    return summary(times)
+
+
 def _body(url: str, path: str, headers: dict[str, str]) -> bytes:
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
@@ -385,6 +401,10 @@ def print_remote(r: dict[str, Any]) -> None:
         for what, key in (("straight to the local process", "direct"), ("through the tunnel", "tunnel"))
     ]
     rows.append(["added by the tunnelled path", "", *(r["added_ms"][q] for q in ("p50", "p90", "p99"))])
+    t = r["tunnel_port_direct"]
+    rows.append(
+        ["the tunnel alone (no Envoy; from the host)", t["count"], *(t[f"{q}_ms"] for q in ("p50", "p90", "p99"))]
+    )
     print(table(["GET / (two namespaces)", "n", "p50 ms", "p90 ms", "p99 ms"], rows))
     print()
     print(
