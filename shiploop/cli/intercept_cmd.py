@@ -148,7 +148,7 @@ def intercept(
         )
         console.print(f"try: {curl_line(i)}", markup=False, soft_wrap=True)
         if command:
-            env = dict(os.environ, PORT=str(target_port))
+            env = dict(os.environ, PORT=str(target_port), SHIPLOOP_GATEWAY=i.gateway)  # the other services
             # Same process group: Ctrl-C reaches it as it would without shiploop (a debugger too).
             child = subprocess.Popen(command, env=env, preexec_fn=die_with_parent())
             console.print(f"started {command[0]} (pid {child.pid}) with PORT={target_port}", markup=False)
