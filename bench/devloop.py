@@ -20,6 +20,17 @@ On a copy of examples/shop, run by a real daemon and Envoy (`shiploop up`):
    each killed with SIGKILL at a random moment 1-3 s after its route serves (so
    at every phase of the 2 s renewal); the time from the kill to the first
    request with its header answered by stable (polled every ~20 ms).
+4. remote (root and `ip` needed; else skipped with the reason): a second copy
+   of the shop on a shared host, `shiploop up --listen` in one network
+   namespace, the developer in another joined by a veth pair (tests/netns.py).
+   The developer's process is tests/apps/dev_app.py; `shiploop intercept api
+   -H x-bench=1 --port P` there tunnels to it. From the developer's side, in
+   the same run: `--requests` GETs straight to P and through the shared host's
+   gateway (so through the tunnel) in alternating blocks of 100, one keep-alive
+   connection each; POST throughput at 1 KB and 1 MB bodies echoed back, direct
+   and tunnelled; and a streamed response whose last chunk the app holds until
+   the client has its first (time to the first chunk, and whether it came
+   before the last was sent).
 """
 
 from __future__ import annotations
@@ -224,6 +235,191 @@ def lease_removal(p: Project, kills: int, work: Path, batch: int = 5) -> dict[st
     return {"removal": summary(removal), "runs": len(removal), "max_s": max(removal) if removal else None}
 
 
+# -- 4. the tunnelled path (two network namespaces) ----------------------------------------------------------
+
+
+def remote_tunnel(requests: int, work: Path) -> dict[str, Any]:
+    from tests.netns import Hosts, Unsupported
+
+    try:
+        hosts = Hosts.create()
+    except Unsupported as e:
+        return {"skipped": str(e)}
+    root = work / "shared-shop"
+    shutil.copytree(REPO / "examples" / "shop", root, ignore=shutil.ignore_patterns(".shiploop"))
+    laptop = work / "laptop"
+    laptop.mkdir()
+
+    def run(ns: str, *args: str, env: dict[str, str] | None = None, cwd: Path = root) -> str:
+        out = subprocess.run(
+            [*hosts.exec(ns), *SHIPLOOP, *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **(env or {})},
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"shiploop {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
+
+    app: subprocess.Popen[bytes] | None = None
+    icpt: subprocess.Popen[str] | None = None
+    try:
+        run(hosts.shared, "up", "--detach", "--port", "0", "--listen", f"{hosts.shared_ip}:7443")
+        token = run(hosts.shared, "token", "create", "bench").splitlines()[1].strip()
+        record = json.loads((root / ".shiploop" / "daemon.json").read_text())
+        env = {
+            "SHIPLOOP_URL": f"https://{hosts.shared_ip}:7443",
+            "SHIPLOOP_TOKEN": token,
+            "SHIPLOOP_CA": record["remote"]["cert"],
+        }
+        gateway = json.loads(run(hosts.dev, "status", "--json", env=env, cwd=laptop))["gateway"]
+        port, release = 18090, laptop / "release"
+        dev_app = REPO / "tests" / "apps" / "dev_app.py"
+        app = subprocess.Popen([*hosts.exec(hosts.dev), sys.executable, str(dev_app), str(port), str(release)])
+        icpt = subprocess.Popen(
+            [*hosts.exec(hosts.dev), *SHIPLOOP, "intercept", "api", "-H", "x-bench=1", "--port", str(port)],
+            cwd=laptop,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **env},
+        )
+        assert icpt.stdout is not None
+        line = icpt.stdout.readline()
+        if "intercepting" not in line:
+            raise RuntimeError(f"intercept: {line}")
+        out = hosts.call(hosts.dev, lambda: _tunnel_numbers(gateway, port, release, requests))
+        # The tunnel alone, without Envoy: from the shared host, straight to the intercept's tunnel port.
+        target = json.loads(run(hosts.dev, "intercepts", "--json", env=env, cwd=laptop))[0]["target"]
+        out["tunnel_port_direct"] = hosts.call(hosts.shared, lambda: _sequential(f"http://{target}", requests))
+        return out
+    finally:
+        for proc in (icpt, app):
+            if proc is not None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        try:
+            run(hosts.shared, "down")
+        finally:
+            hosts.remove()
+
+
+def _tunnel_numbers(gateway: str, port: int, release: Path, requests: int) -> dict[str, Any]:
+    """On a thread inside the developer's namespace: every connection it opens is the developer's."""
+    direct_url = f"http://127.0.0.1:{port}"
+    header = {"x-bench": "1"}
+    deadline = time.monotonic() + 30
+    while Gateway(gateway).get("/api/", header)[0] != 200 or _body(gateway, "/api/", header) != b"dev app":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the tunnelled route never served")
+        time.sleep(0.05)
+    direct, through = Gateway(direct_url), Gateway(gateway)
+    times: dict[str, list[float]] = {"direct": [], "tunnel": []}
+    for _ in range(50):
+        direct.get("/", header)
+        through.get("/api/", header)
+    for _ in range(max(1, requests // 100)):
+        for name, client, path in (("direct", direct, "/"), ("tunnel", through, "/api/")):
+            for _ in range(100):
+                t0 = time.perf_counter()
+                client.get(path, header)
+                times[name].append(time.perf_counter() - t0)
+    out: dict[str, Any] = {name: summary(t) for name, t in times.items()}
+    out["added_ms"] = {q: out["tunnel"][f"{q}_ms"] - out["direct"][f"{q}_ms"] for q in ("p50", "p90", "p99")}
+    out["throughput"] = {}
+    for size, n in ((1024, 500), (1 << 20, 30)):
+        body = os.urandom(size)
+        for name, url, path in (("direct", direct_url, "/"), ("tunnel", gateway, "/api/upload")):
+            host, p = url.removeprefix("http://").split(":")
+            conn = http.client.HTTPConnection(host, int(p), timeout=30)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                conn.request("POST", path, body=body, headers=header)
+                got = conn.getresponse().read()
+                assert got == body, (name, size, len(got))
+            took = time.perf_counter() - t0
+            conn.close()
+            out["throughput"][f"{name} {size // 1024} KB"] = {
+                "requests_per_s": n / took,
+                "mb_per_s_each_way": n * size / took / 1e6,
+            }
+    release.unlink(missing_ok=True)
+    host, p = gateway.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(p), timeout=30)
+    t0 = time.perf_counter()
+    conn.request("GET", "/api/stream", headers=header)
+    resp = conn.getresponse()
+    first = resp.read1(64)
+    first_s = time.perf_counter() - t0
+    release.write_text("go")  # the app sends its last chunk only now
+    rest = resp.read()
+    conn.close()
+    out["streaming"] = {
+        "first_chunk_ms": first_s * 1000,
+        "first_before_last_sent": first == b"first\n" and rest == b"last\n",
+    }
+    return out
+
+
+def _sequential(url: str, requests: int) -> dict[str, Any]:
+    client = Gateway(url)
+    for _ in range(50):
+        client.get("/", {})
+    times = []
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        client.get("/", {})
+        times.append(time.perf_counter() - t0)
+    return summary(times)
+
+
+def _body(url: str, path: str, headers: dict[str, str]) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", path, headers=headers)
+        return conn.getresponse().read()
+    except (OSError, http.client.HTTPException):
+        return b""
+    finally:
+        conn.close()
+
+
+def print_remote(r: dict[str, Any]) -> None:
+    print()
+    if "skipped" in r:
+        print(f"remote: skipped ({r['skipped']})")
+        return
+    rows = [
+        [what, r[key]["count"], *(r[key][f"{q}_ms"] for q in ("p50", "p90", "p99"))]
+        for what, key in (("straight to the local process", "direct"), ("through the tunnel", "tunnel"))
+    ]
+    rows.append(["added by the tunnelled path", "", *(r["added_ms"][q] for q in ("p50", "p90", "p99"))])
+    t = r["tunnel_port_direct"]
+    rows.append(
+        ["the tunnel alone (no Envoy; from the host)", t["count"], *(t[f"{q}_ms"] for q in ("p50", "p90", "p99"))]
+    )
+    print(table(["GET / (two namespaces)", "n", "p50 ms", "p90 ms", "p99 ms"], rows))
+    print()
+    print(
+        table(
+            ["POST, body echoed back", "req/s", "MB/s each way"],
+            [[k, v["requests_per_s"], v["mb_per_s_each_way"]] for k, v in r["throughput"].items()],
+        )
+    )
+    s = r["streaming"]
+    print(
+        f"\nstreamed response: first chunk after {s['first_chunk_ms']:.1f} ms, "
+        f"before the last was sent: {s['first_before_last_sent']}"
+    )
+
+
 # -- main -----------------------------------------------------------------------------------------------------
 
 
@@ -232,6 +428,7 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=20)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--remote-only", action="store_true", help="only part 4, the tunnelled path")
     args = parser.parse_args()
     info = machine()
     print_header(
@@ -242,6 +439,14 @@ def main() -> None:
         info,
     )
     work = Path(tempfile.mkdtemp(prefix="devloop-"))
+    if args.remote_only:
+        try:
+            results = {"machine": info, "args": vars(args), "remote": remote_tunnel(args.requests, work)}
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print_remote(results["remote"])
+        write_results(NAME + "-remote", results)
+        return
     root = work / "shop"
     shutil.copytree(REPO / "examples" / "shop", root, ignore=shutil.ignore_patterns(".shiploop"))
     p = Project(root)
@@ -291,6 +496,8 @@ def main() -> None:
                 ],
             )
         )
+        results["remote"] = remote_tunnel(args.requests, work)
+        print_remote(results["remote"])
     finally:
         try:
             p.cli("down")

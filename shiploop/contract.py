@@ -72,6 +72,29 @@ class InterceptRequest(Body):
     pid: int | None = None
     kind: Literal["intercept", "dev"] = "intercept"
     takeover: bool = Field(False, description="take it from its current owner (recorded as an event)")
+    tunnel: str | None = Field(
+        None, description="SESSION:KEY: send the requests through this CLI's tunnel session (a remote daemon)"
+    )
+
+
+class TokenRequest(Body):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class Token(Body):
+    """A user's token of a shared host; `token` only in the answer that created it."""
+
+    name: str
+    created_at: float
+    token: str | None = None
+
+
+class RemoteInfo(Body):
+    """Where a shared host's tunnel endpoint listens (`shiploop up --listen`)."""
+
+    tunnel_port: int
+    gateway_port: int
+    user: str | None = None  # the caller's token name; None: the host's own token
 
 
 class InterceptTarget(Body):

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from shiploop.cli.remote import RemoteDaemon, remote_daemon
 from shiploop.cli.wire import exchange
 from shiploop.contract import ErrorBody
 from shiploop.errors import ERROR_KINDS, ShiploopError
@@ -37,21 +38,31 @@ def segment(text: str) -> str:
 
 
 class DaemonClient:
+    remote: RemoteDaemon | None = None  # SHIPLOOP_URL: a daemon on a shared host (cli/remote.py)
+
     def __init__(self, root: Path, timeout_s: float = 120.0) -> None:
+        self.root = root
+        self.paths = ProjectPaths(root)
+        self.timeout_s = timeout_s
+        self.remote = remote_daemon()
+        self._tls: Any = None
+        if self.remote is not None:
+            self.address = (self.remote.host, self.remote.port)
+            self._tls = self.remote.tls()
+            self._auth = f"Bearer {self.remote.token}"
+            return
         info = running_daemon(root)
         if info is None:
             raise ShiploopError("shiploop is not running for this project", hint="start it with: shiploop up --detach")
-        self.root = root
-        self.paths = ProjectPaths(root)
         self.pid: int = info["pid"]
         self.port = int(info["api_port"])
-        self.timeout_s = timeout_s
+        self.address = ("127.0.0.1", self.port)
         token = self.paths.token.read_text(errors="replace").strip() if self.paths.token.exists() else ""
         self._auth = f"Bearer {token}"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.remote.url if self.remote is not None else f"http://127.0.0.1:{self.port}"
 
     def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
         """The decoded JSON answer; a ShiploopError of the answer's kind on an error."""
@@ -67,8 +78,10 @@ class DaemonClient:
                 hint="delete it and restart: shiploop down && shiploop up --detach",
             ) from None
         try:
-            status, raw = exchange(("127.0.0.1", self.port), method, target, headers, payload, self.timeout_s)
+            status, raw = exchange(self.address, method, target, headers, payload, self.timeout_s, self._tls)
         except (OSError, ValueError) as e:
+            if self.remote is not None:
+                raise self.remote.explain(e) from None
             raise DaemonFailed(
                 f"cannot reach the shiploop daemon at {self.url}: {e}",
                 hint=f"see its log: {self.paths.daemon_log}",
@@ -82,13 +95,26 @@ class DaemonClient:
             ) from None
         if status >= 400:
             raise self._error(status, data)
+        if self.remote is not None and isinstance(data, dict | list):
+            self._public(data)
         return data
+
+    def _public(self, data: dict[str, Any] | list[Any]) -> None:
+        """The daemon names its gateway by 127.0.0.1: from this machine it is the shared host's."""
+        assert self.remote is not None
+        for item in data if isinstance(data, list) else [data]:
+            if isinstance(item, dict) and isinstance(item.get("gateway"), str):
+                item["gateway"] = self.remote.public(item["gateway"])
 
     def _error(self, status: int, data: Any) -> ShiploopError:
         try:
             body = ErrorBody.model_validate(data)
         except ValidationError:
             body = ErrorBody(kind="Internal", error=f"the daemon answered {status}")
+        if body.kind == "Unauthorized" and self.remote is not None:
+            return self.remote.refused()
+        if self.remote is not None and status == 500:
+            return DaemonFailed(f"{body.error} (on the shared host {self.remote.url})")
         if body.kind == "Unauthorized":
             return ShiploopError(
                 "the daemon refused the token",

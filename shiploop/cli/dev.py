@@ -163,9 +163,22 @@ def wait_healthy(dev: DevProcess, path: str, timeout_s: float = READY_TIMEOUT_S)
         time.sleep(0.01)
 
 
-def wait_served(i: Intercept, timeout_s: float = SERVED_TIMEOUT_S) -> float | None:
+def tunnel_reached(keeper: LeaseKeeper, port: int) -> Callable[[], bool] | None:
+    """Through a tunnel: whether a connection through it has reached `port` yet."""
+    tunnel = keeper.tunnel
+    if tunnel is None:
+        return None
+    return lambda: port in tunnel.opened
+
+
+def wait_served(
+    i: Intercept, timeout_s: float = SERVED_TIMEOUT_S, from_port: Callable[[], bool] | None = None
+) -> float | None:
     """When the gateway first answered a request carrying the header from the intercept's
-    current target (Envoy names it in x-shiploop-version); None if not within the timeout."""
+    current target (Envoy names it in x-shiploop-version); None if not within the timeout.
+
+    Through a tunnel the name stays the shared host's tunnel port: `from_port` then says
+    whether the new process has had a connection through it yet (cli/tunnel_client.py)."""
     import http.client
     from urllib.parse import urlsplit
 
@@ -178,7 +191,7 @@ def wait_served(i: Intercept, timeout_s: float = SERVED_TIMEOUT_S) -> float | No
             conn.request("GET", path, headers={i.header: i.value})
             resp = conn.getresponse()
             resp.read()
-            if resp.getheader("x-shiploop-version") == i.label:
+            if resp.getheader("x-shiploop-version") == i.label and (from_port is None or from_port()):
                 return time.time()
         except OSError:
             pass
@@ -333,7 +346,7 @@ def dev(
                 say("the previous version keeps serving; fix it and save again", "red")
                 continue
             i = keeper.retarget(new.port)
-            served = wait_served(i)
+            served = wait_served(i, from_port=tunnel_reached(keeper, new.port))
             current.stop()
             current, reported_exit = new, False
             if served is None:

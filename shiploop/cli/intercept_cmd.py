@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -24,11 +23,11 @@ from rich.table import Table
 
 from shiploop.cli.client import DaemonClient
 from shiploop.cli.lease import LeaseKeeper, confirm, curl_line, describe, line_buffered, with_option, without_hint
+from shiploop.cli.remote import project_root
 from shiploop.cli.status_view import emit_json
 from shiploop.cli.usage import key_value
 from shiploop.contract import Intercept
 from shiploop.errors import Conflict, Invalid, ShiploopError
-from shiploop.paths import find_root
 from shiploop.procs import free_port
 
 console = Console(highlight=False)
@@ -84,6 +83,12 @@ def claim_or_explain(keeper: LeaseKeeper, takeover: bool) -> Intercept:
         ) from None
 
 
+def shown_target(keeper: LeaseKeeper, i: Intercept, port: int) -> str:
+    if keeper.remote is None:
+        return i.target
+    return f"127.0.0.1:{port} here, through the tunnel from {keeper.remote.host}"
+
+
 def intercept(
     service: Annotated[str, typer.Argument(metavar="SERVICE", help="the service whose requests to intercept")],
     command: Annotated[
@@ -126,7 +131,7 @@ def intercept(
         if not confirm(question):
             err.print("nothing changed")
             raise typer.Exit(1)
-    root = find_root(Path.cwd())
+    root = project_root()
     line_buffered()
     request = {"header": name, "value": value, "all": all_requests, "port": target_port, "kind": "intercept"}
     keeper = LeaseKeeper(root, service, request, note)
@@ -136,14 +141,14 @@ def intercept(
     code = 0
     try:
         console.print(
-            f"intercepting {service}: {describe(i)} -> {i.target} "
+            f"intercepting {service}: {describe(i)} -> {shown_target(keeper, i, target_port)} "
             f"(lease {i.lease_s:g}s, renewed every {i.renew_s:g}s); Ctrl-C to stop",
             markup=False,
             soft_wrap=True,
         )
         console.print(f"try: {curl_line(i)}", markup=False, soft_wrap=True)
         if command:
-            env = dict(os.environ, PORT=str(target_port))
+            env = dict(os.environ, PORT=str(target_port), SHIPLOOP_GATEWAY=i.gateway)  # the other services
             # Same process group: Ctrl-C reaches it as it would without shiploop (a debugger too).
             child = subprocess.Popen(command, env=env, preexec_fn=die_with_parent())
             console.print(f"started {command[0]} (pid {child.pid}) with PORT={target_port}", markup=False)
@@ -173,7 +178,7 @@ def intercept(
 
 def intercepts(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
     """The personal routes held now: service, match, target, owner and when each lapses unless renewed."""
-    rows = DaemonClient(find_root(Path.cwd())).call_list(Intercept, "GET", "/v1/intercepts")
+    rows = DaemonClient(project_root()).call_list(Intercept, "GET", "/v1/intercepts")
     if as_json:
         emit_json(rows)
         return

@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from shiploop.cli.client import DaemonClient, segment
-from shiploop.contract import Intercept
+from shiploop.cli.remote import remote_daemon
+from shiploop.cli.tunnel_client import TunnelClient
+from shiploop.contract import Intercept, RemoteInfo
 from shiploop.errors import Conflict, NotFound, ShiploopError
 
 RENEW_TIMEOUT_S = 3.0
+TUNNEL_KEY = "1"  # this CLI's one route in its tunnel session
 
 
 def owner_name() -> str:
@@ -72,6 +75,24 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.remote = remote_daemon()
+        self.tunnel: TunnelClient | None = None  # against a remote daemon: the requests come through it
+
+    def _open_tunnel(self) -> str:
+        """The tunnel (opened once) and the target of this route in it: SESSION:KEY for the claim."""
+        assert self.remote is not None
+        if self.tunnel is None:
+            info = self._client().get(RemoteInfo, "/v1/remote")
+            tunnel = TunnelClient(self.remote, info.tunnel_port, self._tunnel_lost)
+            tunnel.open()
+            self.tunnel = tunnel
+        self.tunnel.targets[TUNNEL_KEY] = int(self.request["port"])
+        return f"{self.tunnel.session}:{TUNNEL_KEY}"
+
+    def _tunnel_lost(self, why: str) -> None:
+        if not self._stop.is_set():
+            self.lost = f"{why}: the route is removed with it"
+            self.failed.set()
 
     @property
     def id(self) -> str:
@@ -80,6 +101,8 @@ class LeaseKeeper:
 
     def claim(self, takeover: bool = False) -> Intercept:
         body = dict(self.request, takeover=takeover)
+        if self.remote is not None:
+            body["tunnel"] = self._open_tunnel()
         self.current = self._client().post(Intercept, f"/v1/services/{segment(self.service)}/intercepts", body)
         return self.current
 
@@ -91,6 +114,10 @@ class LeaseKeeper:
     def retarget(self, port: int) -> Intercept:
         with self._lock:
             self.request["port"] = port
+            if self.tunnel is not None and self.current is not None:
+                # The shared host's tunnel port stays; only the stream's end here moves.
+                self.tunnel.move(TUNNEL_KEY, port)
+                return self.current
             host = self.request.get("host", "127.0.0.1")
             target = {"host": host, "port": port}
             self.current = self._client().call(Intercept, "PUT", f"/v1/intercepts/{self.id}/target", target)
@@ -101,14 +128,18 @@ class LeaseKeeper:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=RENEW_TIMEOUT_S + 1)
-        if self.current is None or self.lost is not None:
-            return
         try:
-            self._client(RENEW_TIMEOUT_S).call(Intercept, "DELETE", f"/v1/intercepts/{self.id}")
-        except ShiploopError as e:
-            if not isinstance(e, NotFound):
-                self.note(f"could not release the route ({without_hint(e.line())}); it lapses by itself")
-        self.current = None
+            if self.current is None or self.lost is not None:
+                return
+            try:
+                self._client(RENEW_TIMEOUT_S).call(Intercept, "DELETE", f"/v1/intercepts/{self.id}")
+            except ShiploopError as e:
+                if not isinstance(e, NotFound):
+                    self.note(f"could not release the route ({without_hint(e.line())}); it lapses by itself")
+            self.current = None
+        finally:
+            if self.tunnel is not None:
+                self.tunnel.close()
 
     def _client(self, timeout_s: float = 120.0) -> DaemonClient:
         # A new one each call: it reads daemon.json, so a restarted daemon (a new API port) is found.

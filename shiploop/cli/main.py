@@ -29,8 +29,10 @@ from shiploop.cli.export_cmd import alerts_app, dashboards_app
 from shiploop.cli.images_cmd import build
 from shiploop.cli.intercept_cmd import intercept, intercepts
 from shiploop.cli.prometheus_cmd import prometheus_config_command
+from shiploop.cli.remote import project_root
 from shiploop.cli.render_cmd import render
 from shiploop.cli.status_view import emit_json, id_column, render_status, show_status, status_view
+from shiploop.cli.token_cmd import token_app
 from shiploop.cli.usage import key_value, run_app
 from shiploop.contract import (
     Deployed,
@@ -92,7 +94,7 @@ def _root(
 
 
 def client() -> DaemonClient:
-    return DaemonClient(find_root(Path.cwd()))
+    return DaemonClient(project_root())
 
 
 # -- lifecycle ------------------------------------------------------------------------------------
@@ -128,6 +130,14 @@ def up(
         ),
     ] = None,
     prometheus: Annotated[bool, typer.Option("--prometheus", help="also run a Prometheus scraping it")] = False,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            metavar="HOST[:PORT]",
+            help="share it: the API over TLS and the gateway on HOST too, for other machines (port 7443)",
+        ),
+    ] = None,
 ) -> None:
     """Start the control plane, every service's current code as stable, and Envoy."""
     root = find_root(Path.cwd())
@@ -138,6 +148,7 @@ def up(
         port = free_port()
     args = [sys.executable, "-m", "shiploop.daemon", str(root)] + (["--port", str(port)] if port else [])
     args += ["--prometheus"] if prometheus else []
+    args += ["--listen", listen] if listen else []
     if not detach:
         os.execv(sys.executable, args)  # the daemon in the foreground; Ctrl-C stops everything
     import subprocess
@@ -164,6 +175,15 @@ def up(
         if "working tree differs from stable" in line:  # up served the last stable, not the files
             console.print(line.removeprefix("... "), style="yellow", markup=False)
     render_status(console, status)
+    shared = (running_daemon(root) or {}).get("remote")
+    if isinstance(shared, dict):
+        console.print(
+            f"shared on {shared['url']}: copy the certificate {shared['cert']} to each developer's machine; "
+            "make each a token with: shiploop token create NAME",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
 
 
 def _new_lines(log: Path, offset: int) -> list[str]:
@@ -663,6 +683,7 @@ app.command("prometheus-config")(prometheus_config_command)
 app.command()(dashboard)
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(token_app, name="token")
 app.command()(build)
 app.command()(render)
 app.command()(agent)

@@ -11,6 +11,7 @@ the same command and says what is wrong, with its hint.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ TIMEOUT_S = 30.0
 
 
 def fetch_status(cwd: Path) -> dict[str, Any] | None:
+    if os.environ.get("SHIPLOOP_URL"):
+        return None  # a remote daemon: the full command line (TLS, a token, their errors)
     try:
         record = json.loads(ProjectPaths(find_root(cwd)).daemon_record.read_text())
         port = int(record["api_port"])

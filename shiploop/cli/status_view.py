@@ -9,7 +9,6 @@ are wanted. Both draw the text with cli/status_text.py.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -18,9 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from shiploop.cli.client import DaemonClient
+from shiploop.cli.remote import project_root
 from shiploop.cli.status_text import status_text, wants_color
 from shiploop.contract import Status
-from shiploop.paths import find_root
 
 
 def emit_json(data: Any) -> None:
@@ -47,5 +46,5 @@ def render_status(console: Console, data: Status) -> None:
 
 def show_status(console: Console, as_json: bool) -> None:
     """`shiploop status [--json]`."""
-    data = DaemonClient(find_root(Path.cwd())).get(Status, "/v1/status")
+    data = DaemonClient(project_root()).get(Status, "/v1/status")
     emit_json(data) if as_json else render_status(console, data)

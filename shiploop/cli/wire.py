@@ -8,6 +8,7 @@ by every `shiploop status` (issue 8, item 6).
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 
 def exchange(
@@ -17,17 +18,28 @@ def exchange(
     headers: dict[str, str],
     body: bytes | None,
     timeout_s: float,
+    tls: Any = None,
+    host: str | None = None,
 ) -> tuple[int, bytes]:
-    """One HTTP/1.1 request on a fresh connection: (status, body). ValueError on a malformed answer."""
+    """One HTTP/1.1 request on a fresh connection: (status, body). ValueError on a malformed answer.
+
+    `tls`: an ssl.SSLContext to wrap the socket in (a remote daemon, https), checked against `host`;
+    the caller imports ssl, only then."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: {address[0]}:{address[1]}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     lines.append(f"Content-Length: {len(body or b'')}")
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-    with socket.create_connection(address, timeout=timeout_s) as sock:
+    with socket.create_connection(address, timeout=timeout_s) as raw_sock:
+        sock = tls.wrap_socket(raw_sock, server_hostname=host or address[0]) if tls is not None else raw_sock
         sock.sendall(request)
         chunks: list[bytes] = []
-        while data := sock.recv(65536):
-            chunks.append(data)
+        try:
+            while data := sock.recv(65536):
+                chunks.append(data)
+        except OSError:
+            if tls is None or not chunks:
+                raise  # over TLS, a peer that closes without close_notify has still answered
+
     raw = b"".join(chunks)
     head, sep, rest = raw.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")

@@ -43,6 +43,7 @@ from shiploop.contract import (
     WeightsRequest,
 )
 from shiploop.daemon.hand_guard import guard_hand_change
+from shiploop.daemon.remote import caller
 from shiploop.errors import ERROR_KINDS, Conflict, Invalid, NotFound, ShiploopError, Unavailable
 from shiploop.naming import Track
 from shiploop.paths import ProjectPaths
@@ -115,7 +116,9 @@ def create_app(
 
     expected = f"Bearer {token}".encode()
 
-    def authorized(authorization: str = Header("")) -> None:
+    def authorized(request: Request, authorization: str = Header("")) -> None:
+        if caller(request) is not None:  # a user's token, checked at the TLS API's door (daemon/remote.py)
+            return
         # Compare bytes: compare_digest refuses non-ASCII str, and a header may carry any byte.
         given = authorization.encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, expected):
@@ -123,6 +126,7 @@ def create_app(
 
     write = [Depends(authorized)]
     app.state.write = write  # for routes mounted by other modules (daemon/experiments_api.py)
+    app.state.tunnels = None  # the daemon sets it under --listen (server/tunnel.py)
     # The daemon sets it once it listens: {"prometheus": URL or None} for status.
     app.state.status_links = dict
 
@@ -190,28 +194,53 @@ def create_app(
         return [cp.intercepts.view(i) for i in cp.intercepts.rows(service)]
 
     @app.post("/v1/services/{service}/intercepts", dependencies=write, response_model=Intercept)
-    async def claim_intercept(service: str, body: InterceptRequest) -> dict[str, Any]:
+    async def claim_intercept(service: str, body: InterceptRequest, request: Request) -> dict[str, Any]:
         if body.all:
             # Every request to the developer would starve a rollout of evidence: not while one runs.
             await guard_hand_change(rollouts, cp.store, service, "intercept --all", False)
         header, value = ("", "") if body.all else (body.header, body.value)
         if not body.all and not header:
             raise Invalid("an intercept needs a header to match, or all", hint="give --header NAME=VALUE or --all")
-        row = await cp.intercepts.claim(
-            service, header, value, body.host, body.port, body.owner, body.pid, body.kind, body.takeover
-        )
-        return cp.intercepts.view(row)
+        user = caller(request)
+        owner = user or body.owner  # through the TLS API, the token's name
+
+        async def claim(host: str, port: int) -> Any:
+            return await cp.intercepts.claim(
+                service, header, value, host, port, owner, body.pid, body.kind, body.takeover
+            )
+
+        tunnels = app.state.tunnels
+        if body.tunnel is not None:
+            if tunnels is None:
+                raise Invalid("this daemon serves no tunnel", hint="start it with: shiploop up --listen ADDR")
+            return cp.intercepts.view(await tunnels.claim(body.tunnel, user, claim))
+        if user is not None:
+            raise Invalid(
+                "a remote CLI's intercept goes through its tunnel", hint="upgrade the CLI: it opens the tunnel itself"
+            )
+        return cp.intercepts.view(await claim(body.host, body.port))
+
+    def own(request: Request, intercept_id: str) -> None:
+        """A user's token acts on that user's intercepts only."""
+        user = caller(request)
+        if user is not None and not any(i.id == intercept_id and i.owner == user for i in cp.intercepts.rows()):
+            raise NotFound(f"intercept {intercept_id} is not yours", hint="see who holds what: shiploop intercepts")
 
     @app.post("/v1/intercepts/{intercept_id}/renew", dependencies=write, response_model=Intercept)
-    async def renew_intercept(intercept_id: str) -> dict[str, Any]:
+    async def renew_intercept(intercept_id: str, request: Request) -> dict[str, Any]:
+        own(request, intercept_id)
         return cp.intercepts.view(cp.intercepts.renew(intercept_id))
 
     @app.put("/v1/intercepts/{intercept_id}/target", dependencies=write, response_model=Intercept)
-    async def retarget_intercept(intercept_id: str, body: InterceptTarget) -> dict[str, Any]:
+    async def retarget_intercept(intercept_id: str, body: InterceptTarget, request: Request) -> dict[str, Any]:
+        own(request, intercept_id)
+        if caller(request) is not None:
+            raise Invalid("a remote intercept's target moves in its tunnel", hint="the CLI does it itself")
         return cp.intercepts.view(await cp.intercepts.retarget(intercept_id, body.host, body.port))
 
     @app.delete("/v1/intercepts/{intercept_id}", dependencies=write, response_model=Intercept)
-    async def release_intercept(intercept_id: str) -> dict[str, Any]:
+    async def release_intercept(intercept_id: str, request: Request) -> dict[str, Any]:
+        own(request, intercept_id)
         return cp.intercepts.view(await cp.intercepts.release(intercept_id))
 
     @app.post("/v1/services/{service}/promote", dependencies=write, response_model=Promoted)

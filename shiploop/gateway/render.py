@@ -246,7 +246,7 @@ def listener(state: RoutingState, xds_dir: Path) -> dict[str, Any]:
     }
     if state.event_log is not None:
         hcm["access_log"] = [assignment.access_log(state.event_log)]
-    return {
+    out = {
         "@type": _T_LISTENER,
         "name": LISTENER_NAME,
         "address": {"socket_address": {"address": state.listen_address, "port_value": state.listen_port}},
@@ -254,6 +254,11 @@ def listener(state: RoutingState, xds_dir: Path) -> dict[str, Any]:
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
         ],
     }
+    if state.listen_address not in ("127.0.0.1", "0.0.0.0", "::"):
+        # A shared host's address (--listen): the host's own CLI and checks keep 127.0.0.1.
+        local = {"socket_address": {"address": "127.0.0.1", "port_value": state.listen_port}}
+        out["additional_addresses"] = [{"address": local}]
+    return out
 
 
 def discovery_response(version: str, resources: list[dict[str, Any]]) -> dict[str, Any]:

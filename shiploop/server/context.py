@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class PlaneContext:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one mutation of desired state at a time
     background: set[asyncio.Task[None]] = field(default_factory=set)
     ready_timeout_s: float = 30.0  # how long a new version may take to be healthy (tests shorten it)
+    listen_address: str = "127.0.0.1"  # where Envoy listens: a shared host's --listen address (and loopback)
 
     @property
     def gateway_url(self) -> str:
@@ -135,7 +136,8 @@ class PlaneContext:
                     ),
                 )
             )
-        return build_routing_state(services, self.runtime.endpoints, self.port, str(self.experiment_log))
+        state = build_routing_state(services, self.runtime.endpoints, self.port, str(self.experiment_log))
+        return replace(state, listen_address=self.listen_address)
 
     @property
     def experiment_log(self) -> Path:

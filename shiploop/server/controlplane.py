@@ -35,7 +35,13 @@ __all__ = ["ControlPlane", "teardown_without_daemon"]
 
 
 class ControlPlane:
-    def __init__(self, root: Path, gateway_port: int | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        root: Path,
+        gateway_port: int | None = None,
+        clock: Callable[[], float] = time.time,
+        listen_address: str = "127.0.0.1",
+    ) -> None:
         paths = ProjectPaths(root.resolve())
         project = load_project(paths.root)
         store = Store(paths.db)
@@ -45,7 +51,7 @@ class ControlPlane:
         runtime = LocalRuntime(paths.state_dir, store, lambda *a: self.ctx.event(*a))
         # Envoy's stats listener for Prometheus: a free port (an adopted Envoy keeps its own, from its record).
         gateway = Gateway(paths.state_dir, node_id=f"shiploop-{project.name}", stats_port=free_port())
-        self.ctx = PlaneContext(paths, project, store, runtime, gateway, port, clock)
+        self.ctx = PlaneContext(paths, project, store, runtime, gateway, port, clock, listen_address=listen_address)
         self.lifecycle = Lifecycle(self.ctx)
         self.mutations = Mutations(self.ctx)
         self.intercepts = Intercepts(self.ctx)

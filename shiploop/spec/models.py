@@ -324,6 +324,23 @@ class GatewaySpec(SpecModel):
     """The port Envoy serves every service on, on 127.0.0.1 (`shiploop up --port N` overrides it)."""
 
 
+class RemoteSpec(SpecModel):
+    tls_cert: str | None = None
+    """The PEM certificate `shiploop up --listen` serves the TLS API and tunnel with (relative to the project);
+    unset: a self-signed one is generated into .shiploop/remote/."""
+    tls_key: str | None = None
+    """The PEM private key of `tls_cert`."""
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> RemoteSpec:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise spec_issue(
+                "remote: give both tls_cert and tls_key, or neither (a certificate is then generated)",
+                hint="e.g. remote: {tls_cert: certs/host.pem, tls_key: certs/host.key}",
+            )
+        return self
+
+
 METRIC_SOURCES = ("envoy", "prometheus")
 
 
@@ -440,6 +457,8 @@ class ProjectSpec(SpecModel):
     """Also run a Prometheus scraping the project (as `shiploop up --prometheus`; docs/metrics.md)."""
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     """Where rollouts read requests, 5xx, latency and app counters from."""
+    remote: RemoteSpec = Field(default_factory=RemoteSpec)
+    """The TLS certificate of a shared host (`shiploop up --listen ADDR`)."""
     registry: str | None = None
     """Where `shiploop build --push` pushes images, e.g. registry.example.com/shop (`--registry` overrides it)."""
     profiles: dict[str, Profile] = Field(default_factory=dict)

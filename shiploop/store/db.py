@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS rollouts (
     baseline TEXT NOT NULL, state TEXT NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL,
     started_at REAL NOT NULL, updated_at REAL NOT NULL, outcome_reason TEXT);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS intercepts (
     id TEXT PRIMARY KEY, service TEXT NOT NULL, header TEXT NOT NULL, value TEXT NOT NULL,
     host TEXT NOT NULL, port INTEGER NOT NULL, owner TEXT NOT NULL, pid INTEGER, kind TEXT NOT NULL,
@@ -423,6 +424,23 @@ class Store(ExperimentTables):
 
     def remove_intercept(self, intercept_id: str) -> int:
         return self.db.execute("DELETE FROM intercepts WHERE id=?", (intercept_id,)).rowcount
+
+    # -- per-user tokens of a shared host (only their SHA-256 is kept) -----------------
+
+    def add_token(self, name: str, sha256: str, created_at: float) -> bool:
+        """False if `name` already has a token."""
+        cur = self.db.execute("INSERT OR IGNORE INTO tokens VALUES (?, ?, ?)", (name, sha256, created_at))
+        return cur.rowcount > 0
+
+    def tokens(self) -> list[tuple[str, float]]:
+        return [(r[0], r[1]) for r in self.db.execute("SELECT name, created_at FROM tokens ORDER BY name")]
+
+    def token_owner(self, sha256: str) -> str | None:
+        row = self.db.execute("SELECT name FROM tokens WHERE sha256=?", (sha256,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def remove_token(self, name: str) -> int:
+        return self.db.execute("DELETE FROM tokens WHERE name=?", (name,)).rowcount
 
     # -- rollouts ------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"gateway"},
     {"metrics"},
     {"loadgen"},
+    {"tunnel"},
     {"server"},
     {"rollout"},
     {"experiments"},

@@ -1,0 +1,1 @@
+"""The tunnel of a remote intercept: many TCP streams over one TLS connection (mux.py)."""
