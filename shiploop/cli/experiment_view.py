@@ -46,6 +46,18 @@ def lift_line(s: dict[str, Any]) -> str:
     return f"lift {_signed(lift['absolute'])}{rel}, always-valid 95% interval {_interval(lift['interval'])}"
 
 
+def secondary_text(m: dict[str, Any]) -> str:
+    """A secondary metric in one line: the value per variant, the lift and its interval (or why not)."""
+    if not m.get("measured"):
+        return str(m.get("note", "not measured"))
+    values = m.get("values") or {}
+    per = " per request" if m.get("level") == "request" else ""
+    return (
+        f"control {_value(values.get('control'))}, candidate {_value(values.get('treatment'))}{per}; "
+        f"lift {_signed(m['lift']['absolute'])} {_interval(m['lift']['interval'])}"
+    )
+
+
 def render_status(s: dict[str, Any]) -> Group:
     head = Text(f"experiment #{s['id']} of {s['service']}: {s['state']}\n", style="bold")
     head.append(f"hypothesis: {s['hypothesis']}\n", style="")
@@ -65,12 +77,7 @@ def render_status(s: dict[str, Any]) -> Group:
         detail = f" ({g['detail']})" if g.get("detail") else ""
         lines.append(f"guardrail {g['name']}{detail}: {g['verdict']}")
     for m in s.get("secondary", []):
-        if m.get("measured"):
-            lines.append(
-                f"secondary {m['metric']}: {_signed(m['lift']['absolute'])} {_interval(m['lift']['interval'])}"
-            )
-        else:
-            lines.append(f"secondary {m['metric']}: {m.get('note', 'not measured')}")
+        lines.append(f"secondary {m['metric']}: {secondary_text(m)}")
     lines.append(f"decision: {s['reason']}")
     return Group(head, table, Text("\n".join(lines)))
 
@@ -159,14 +166,7 @@ def render_html(r: dict[str, Any]) -> str:
         for v in r["variants"]
     )
     secondary = "".join(
-        f"<tr><td>{e(m['metric'])}</td><td>"
-        + (
-            f"{e(_signed(m['lift']['absolute']))} {e(_interval(m['lift']['interval']))}"
-            if m.get("measured")
-            else e(m.get("note", "not measured"))
-        )
-        + "</td></tr>"
-        for m in r.get("secondary", [])
+        f"<tr><td>{e(m['metric'])}</td><td>{e(secondary_text(m))}</td></tr>" for m in r.get("secondary", [])
     )
     guards = "".join(
         f"<tr><td>{e(g['name'])}</td><td>{e(g.get('detail') or '')}</td><td>{e(g['verdict'])}</td></tr>"
@@ -200,7 +200,7 @@ table{{border-collapse:collapse;margin:.5em 0}}td,th{{border-bottom:1px solid #d
 <h2>Guardrails</h2>
 <table><tr><th>metric</th><th>detail</th><th>verdict</th></tr>{guards}</table>
 <h2>Secondary metrics</h2>
-<table><tr><th>metric</th><th>lift</th></tr>{secondary or '<tr><td colspan="2">none</td></tr>'}</table>
+<table><tr><th>metric</th><th>per variant and lift</th></tr>{secondary or '<tr><td colspan="2">none</td></tr>'}</table>
 <p><small>Allocation {r["allocation"]:g}% to the candidate; ran {r["elapsed_s"]:.0f} s.</small></p>
 </body></html>
 """

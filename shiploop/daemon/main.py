@@ -87,7 +87,7 @@ async def serve(
         raise
     observer = Observer(cp)
     dashboard = Dashboard(cp, rollouts, observer, token)
-    experiments = ExperimentController(cp, clock=cp.ctx.clock)
+    experiments = ExperimentController(cp, clock=cp.ctx.clock, readings=readings)
     cp.tick_hooks.extend([observer.tick, rollouts.tick, dashboard.trail.tick, experiments.tick])
     api_port = free_port()
     app = create_app(cp, rollouts, observer, token, shutdown)

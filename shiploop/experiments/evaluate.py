@@ -16,6 +16,7 @@ from shiploop.analysis.experiment import (
     Verdict,
     decide,
     estimate_lift,
+    request_ratio_lift,
     sample_ratio_p,
 )
 from shiploop.gateway.assignment import CONTROL, TREATMENT
@@ -53,6 +54,29 @@ def _lift_json(lift: Lift) -> dict[str, Any]:
         "relative_interval": [_num(x) for x in lift.relative_interval] if lift.relative_interval else None,
         "chance_to_beat": _num(lift.chance_to_beat),
     }
+
+
+def app_metric(store: Store, row: ExperimentRow, metric: ExperimentMetric, alpha: float) -> dict[str, Any]:
+    """A request-level ratio of app counters per variant, and its lift (delta method over the reading batches)."""
+    sums = store.app_sums(row.id, metric.label)
+    unit = {
+        arm: UnitSums(b.batches, b.x, b.xx, b.d, b.dd, b.xd, ratio=True) if b else UnitSums(0, 0.0, 0.0, ratio=True)
+        for arm in (CONTROL, TREATMENT)
+        for b in [sums.get(arm)]
+    }
+    c, t = unit[CONTROL], unit[TREATMENT]
+    out: dict[str, Any] = {
+        "metric": metric.label,
+        "level": "request",
+        "measured": bool(c.d and t.d),
+        "values": {CONTROL: _num(c.value), TREATMENT: _num(t.value)},
+        "counts": {arm: {"numerator": s.x, "denominator": s.d, "readings": s.units} for arm, s in unit.items()},
+    }
+    if not out["measured"]:
+        out["note"] = f"no {metric.denominator} counted on both variants yet (read from the replicas' /metrics)"
+        return out
+    out["lift"] = _lift_json(request_ratio_lift(c, t, alpha=alpha))
+    return out
 
 
 def _reading(t: ArmTraffic, now: float) -> Reading:
@@ -105,13 +129,14 @@ def evaluate(store: Store, row: ExperimentRow, now: float) -> tuple[dict[str, An
     secondary = []
     for m in spec.metrics.secondary:
         if m.kind == "app_ratio":
-            secondary.append({"metric": m.label, "measured": False, "note": "app counters are not read yet"})
+            secondary.append(app_metric(store, row, m, spec.alpha))
             continue
         s = metric_sums(store, row, m)
         c, t = s.get(CONTROL, empty), s.get(TREATMENT, empty)
         secondary.append(
             {
                 "metric": m.label,
+                "level": "unit",
                 "measured": True,
                 "values": {CONTROL: _num(c.value), TREATMENT: _num(t.value)},
                 "lift": _lift_json(estimate_lift(c, t, alpha=spec.alpha)),

@@ -25,7 +25,7 @@ EXPERIMENT = """experiment:
   allocation: 50
   metrics:
     primary: {event: signup}
-    secondary: [{event: purchase, value: sum}]
+    secondary: [{event: purchase, value: sum}, {app: app_errors_total/app_requests_total}]
   minimum_detectable_effect: 0.05
   guardrails: [{metric: error_rate, tolerance: 0.01}]
 """
@@ -105,6 +105,12 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     assert variants[treatment]["value"] == pytest.approx(sent_signups[treatment] / sent_units[treatment])
     assert status["state"] == "running" and status["decision"] == "continue"
     assert {"absolute", "relative", "interval"} <= set(status["lift"])
+    # The app's own counters, read per variant: every visit was one request the version counted.
+    wait_until(lambda: sum(_app_requests(project).values()) == 240, 15, interval=0.2, what="app counters read")
+    arm_version = {v["arm"]: v["version"] for v in status["variants"]}
+    assert {arm_version[a]: n for a, n in _app_requests(project).items()} == {v: 3.0 * n for v, n in sent_units.items()}
+    app_metric = _status(project)["secondary"][1]
+    assert app_metric["level"] == "request" and app_metric["values"] == {"control": 0.0, "treatment": 0.0}
 
     # The daemon dies and comes back: the same visitors see the same versions, nothing is counted twice.
     daemon = project.daemon_info()
@@ -120,6 +126,8 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
         interval=0.2,
         what="the visits after the restart folded once",
     )
+    # The app counters go on from the reading stored before the kill: the 80 visits after it, once.
+    wait_until(lambda: sum(_app_requests(project).values()) == 80 * 4, 15, interval=0.2, what="app counters")
 
     # Stopped by hand (discard): all traffic back to stable, the history says so.
     project.cli("experiment", "stop", "shop", "--discard")
@@ -145,6 +153,12 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     assert final["state"] == "stopped" and "guardrail" in final["reason"], final["reason"]
     assert any(g["verdict"] == "harm" for g in final["guardrails"])
     assert project.versions("shop")["stable"]["id"] == control
+
+
+def _app_requests(project: Project) -> dict[str, float]:
+    """The app_requests_total counted per variant since the experiment started, as status reports it."""
+    counts = _status(project)["secondary"][1]["counts"]
+    return {arm: c["denominator"] for arm, c in counts.items()}
 
 
 def _db_requests(root: Path) -> int:
