@@ -1,5 +1,6 @@
 """`shiploop experiment` through the real CLI, daemon and Envoy: simulated visitors, their counts
-in `status`, sticky units across a daemon restart, and a guardrail harm that stops an experiment.
+in `status` (app counters too), sticky units across a daemon restart (one unit id over 10,000 requests from
+the load generator), and a guardrail harm that stops an experiment.
 One project for every assertion (module scope)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shiploop.loadgen import LoadSpec, run_load_sync
 from shiploop.procs import is_running
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project, create_project, take_down
@@ -29,6 +31,10 @@ EXPERIMENT = """experiment:
   minimum_detectable_effect: 0.05
   guardrails: [{metric: error_rate, tolerance: 0.01}]
 """
+STICKY_UNIT = "sticky-visitor"
+# Requests of STICKY_UNIT before the daemon restart, and again after it. At 1,000 a second: at 2,000 the
+# one Python replica answered ~1.6% of them late enough for Envoy's 503 (and the guardrail's harm).
+HAMMER = 5000
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +118,9 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     app_metric = _status(project)["secondary"][1]
     assert app_metric["level"] == "request" and app_metric["values"] == {"control": 0.0, "treatment": 0.0}
 
+    # One unit id, 10,000 requests at the issue's scale (half before the daemon's death, half after): one variant.
+    sticky = [_hammer(project, STICKY_UNIT)]
+
     # The daemon dies and comes back: the same visitors see the same versions, nothing is counted twice.
     daemon = project.daemon_info()
     os.kill(daemon["pid"], signal.SIGKILL)
@@ -119,15 +128,25 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     project.cli("up", "--detach")
     with httpx.Client(base_url=project.url, timeout=10) as client:
         assert {u: _visit(client, u)[0] for u in seen} == seen
+    sticky.append(_hammer(project, STICKY_UNIT))
+    assert len({v for counts in sticky for v in counts}) == 1, sticky
+    assert sum(n for counts in sticky for n in counts.values()) == 2 * HAMMER
     wait_until(
-        lambda: sum(v["units"] for v in _status(project)["variants"]) == 80
-        and _db_requests(project.root) == 80 * 4,
+        lambda: (
+            sum(v["units"] for v in _status(project)["variants"]) == 81
+            and _db_requests(project.root) == 80 * 4 + 2 * HAMMER
+        ),
         15,
         interval=0.2,
         what="the visits after the restart folded once",
     )
-    # The app counters go on from the reading stored before the kill: the 80 visits after it, once.
-    wait_until(lambda: sum(_app_requests(project).values()) == 80 * 4, 15, interval=0.2, what="app counters")
+    sticky_arm = _db_unit_arm(project.root, STICKY_UNIT)
+    version_of_arm = {v["arm"]: v["version"] for v in status["variants"]}
+    assert f"shop@{version_of_arm[sticky_arm]}" == next(iter(sticky[0]))
+    # The app counters go on from the reading stored before the kill: the visits after it, once.
+    wait_until(
+        lambda: sum(_app_requests(project).values()) == 80 * 4 + 2 * HAMMER, 15, interval=0.2, what="app counters"
+    )
 
     # Stopped by hand (discard): all traffic back to stable, the history says so.
     project.cli("experiment", "stop", "shop", "--discard")
@@ -153,6 +172,31 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     assert final["state"] == "stopped" and "guardrail" in final["reason"], final["reason"]
     assert any(g["verdict"] == "harm" for g in final["guardrails"])
     assert project.versions("shop")["stable"]["id"] == control
+
+
+def _hammer(project: Project, unit: str) -> dict[str, int]:
+    """HAMMER requests of one unit from the load generator: the versions that answered, with their counts."""
+    report = run_load_sync(
+        LoadSpec(
+            f"{project.url}/shop/x",
+            rps=HAMMER / 5.0,
+            duration_s=5.0,
+            headers={"cookie": f"shiploop_uid={unit}"},
+            capture_headers=["x-shiploop-version"],
+        )
+    )
+    assert report.total == HAMMER and report.status_counts == {200: HAMMER}, report.render()
+    return dict(report.header_counts["x-shiploop-version"])
+
+
+def _db_unit_arm(root: Path, unit: str) -> str:
+    import sqlite3
+
+    db = sqlite3.connect(root / ".shiploop" / "state.db")
+    try:
+        return str(db.execute("SELECT arm FROM experiment_units WHERE unit = ?", (unit,)).fetchone()[0])
+    finally:
+        db.close()
 
 
 def _app_requests(project: Project) -> dict[str, float]:
