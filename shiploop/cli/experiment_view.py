@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from shiploop.experiments.report_html import lift_line, render_html, secondary_text, value_text
+from shiploop.experiments.report_html import cuped_text, lift_line, render_html, secondary_text, value_text
 
 __all__ = ["EXIT_CODES", "history_table", "render_html", "render_plan", "render_status"]
 
@@ -42,6 +42,9 @@ def render_status(s: dict[str, Any]) -> Group:
     ctb = s["lift"].get("chance_to_beat")
     if ctb is not None:
         lines.append(f"chance the candidate is better: {ctb:.0%} (shown, never the decision rule)")
+    cuped = cuped_text(s.get("cuped"))
+    if cuped is not None:
+        lines.append(cuped)
     srm = s.get("srm_p")
     lines.append(f"sample ratio: p = {srm:.3g}" if srm is not None else "sample ratio: no units yet")
     for g in s.get("guardrails", []):

@@ -40,6 +40,19 @@ def secondary_text(m: dict[str, Any]) -> str:
     )
 
 
+def cuped_text(c: dict[str, Any] | None) -> str | None:
+    """What CUPED did to the primary metric's interval, in one line; None when there was no pre-period."""
+    if not c:
+        return None
+    where = f"{c['units_seen_before']} of the units were seen in {c['pre_period']}"
+    if not c.get("applied") or c.get("variance_reduction") is None:
+        return f"variance reduction (CUPED): not applied, {where} (it needs 50)"
+    ratio = c.get("width_ratio")
+    narrower = f", the interval {1 - ratio:.0%} narrower than without" if ratio is not None else ""
+    removed = f"{c['variance_reduction']:.0%} of the lift's variance removed"
+    return f"variance reduction (CUPED): {removed}{narrower} ({where})"
+
+
 def _svg_lines(series: list[tuple[str, str, list[tuple[float, float]]]], band: list[tuple[float, float, float]]) -> str:
     """A small line chart: named series of (x, y), and an optional band of (x, lo, hi)."""
     points = [p for _, _, s in series for p in s] + [(x, lo) for x, lo, _ in band] + [(x, hi) for x, _, hi in band]
@@ -114,6 +127,7 @@ def report_body(r: dict[str, Any]) -> str:
 <h2>Primary metric: {e(r["primary"])}</h2>
 <table><tr><th>version</th><th>track</th><th>units</th><th>events</th><th>value</th></tr>{rows}</table>
 <p data-testid="experiment-lift">{e(lift_line(r))}. Minimum detectable effect {r["minimum_detectable_effect"]:g}.</p>
+{f"<p>{e(cuped)}.</p>" if (cuped := cuped_text(r.get("cuped"))) else ""}
 <h3>Lift with its always-valid 95% interval over time</h3>
 <div data-testid="experiment-lift-chart">{_svg_lines([("lift", "#08519c", lift_series)], band)}</div>
 <h3>Cumulative units per variant</h3>
