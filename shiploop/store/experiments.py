@@ -241,6 +241,13 @@ class ExperimentTables:
         ).fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
+    def unit_requests(self, experiment: int) -> tuple[int, int]:
+        """(requests logged, units) over both variants."""
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(requests), 0), COUNT(*) FROM experiment_units WHERE experiment=?", (experiment,)
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
     def arm_events(self, experiment: int, event: str) -> dict[str, int]:
         """Per variant: how many times the event was reported (all units)."""
         rows = self.db.execute(

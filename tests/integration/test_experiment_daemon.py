@@ -74,6 +74,10 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     svc = project.root / "shop"
     (svc / "service.yaml").write_text((svc / "service.yaml").read_text() + EXPERIMENT)
     project.set_env("shop", {"DESIGN": "one-field"})
+    # Nothing known yet (no experiment, no traffic): `plan` says so in one line, with what to give it.
+    unplanned = project.cli("experiment", "plan", "shop", check=False)
+    assert unplanned.returncode == 2 and len(unplanned.stderr.strip().splitlines()) == 1, unplanned.stderr
+    assert "shiploop experiment plan shop --baseline RATE" in unplanned.stderr
     started = json.loads(project.cli("experiment", "start", "shop", "--json").stdout)
     control, treatment = (v["version"] for v in started["variants"])
     assert started["state"] == "running" and control != treatment
@@ -121,6 +125,9 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
 
     # One unit id, 10,000 requests at the scale (half before the daemon's death, half after): one variant.
     sticky = [_hammer(project, STICKY_UNIT)]
+    # Now `plan` knows both: the signups the gateway saw on stable, and the units a second of live traffic.
+    sources = project.api_get("/v1/services/shop/experiment/plan")["sources"]
+    assert "experiment #1" in sources["baseline"] and "requests/s now" in sources["units_per_second"], sources
 
     # The daemon dies and comes back: the same visitors see the same versions, nothing is counted twice.
     daemon = project.daemon_info()
