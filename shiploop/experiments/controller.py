@@ -16,6 +16,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from shiploop.analysis.experiment import ExperimentDecision, Verdict
 from shiploop.errors import Conflict, Invalid, NotFound, ShiploopError
 from shiploop.experiments import log_tail
@@ -221,8 +223,8 @@ class ExperimentController:
         policy = RolloutPolicy(guardrails=[Guardrail(metric=f"app:{m.app}", tolerance=0.0) for m in apps], limits=[])
         try:
             observed = await self.readings.read(row.service, row.treatment, row.control, policy)
-        except ReadingUnavailable:
-            return
+        except (ReadingUnavailable, httpx.HTTPError, ValueError, KeyError):
+            return  # as the sampler: no reading this time, the next one covers the gap
         if observed.source_errors:
             return  # a sum over the replicas that answered would read as a reset
         key = app_reading_key(row.id)
@@ -261,6 +263,7 @@ class ExperimentController:
                 result=status,
                 ended_at=now,
             )
+            self.store.delete(app_reading_key(row.id))
             self.cp.event(row.service, "experiment-ended", f"experiment #{row.id} ended by a promote or rollback")
             return
         status, verdict = evaluate(self.store, row, now)
@@ -309,6 +312,7 @@ class ExperimentController:
         self.store.update_experiment(
             row.id, state, decision=str(verdict.decision), reason=verdict.reason, result=status, ended_at=now
         )
+        self.store.delete(app_reading_key(row.id))
         self.cp.event(
             row.service,
             f"experiment-{state}",

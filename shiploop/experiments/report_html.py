@@ -16,9 +16,9 @@ def _signed(v: float | None) -> str:
     return "-" if v is None else f"{v:+.4g}"
 
 
-def _interval(iv: list[float | None] | None) -> str:
+def _interval(iv: list[float | None] | None, too_few: str = "units") -> str:
     if not iv or iv[0] is None or iv[1] is None:
-        return "not yet (too few units)"
+        return f"not yet (too few {too_few})"
     return f"[{iv[0]:+.4g}, {iv[1]:+.4g}]"
 
 
@@ -33,10 +33,12 @@ def secondary_text(m: dict[str, Any]) -> str:
     if not m.get("measured"):
         return str(m.get("note", "not measured"))
     values = m.get("values") or {}
-    per = " per request" if m.get("level") == "request" else ""
+    request = m.get("level") == "request"
+    per = " per request" if request else ""
+    interval = _interval(m["lift"]["interval"], "readings of the counters" if request else "units")
     return (
         f"control {value_text(values.get('control'))}, candidate {value_text(values.get('treatment'))}{per}; "
-        f"lift {_signed(m['lift']['absolute'])} {_interval(m['lift']['interval'])}"
+        f"lift {_signed(m['lift']['absolute'])} {interval}"
     )
 
 
