@@ -470,6 +470,34 @@ def count_ratio_lift(
     return _lift_from(c, t, var_c, var_t, enough, alpha, tau)
 
 
+def request_ratio_lift(control: UnitSums, treatment: UnitSums, *, alpha: float = 0.05) -> Lift:
+    """Lift of a request-level ratio from app counters, with the delta method on the counters' increases.
+
+    Each variant's sums are over batches (`UnitSums.of_ratios`): one batch per
+    reading of the counters, x its numerator's increase, d its denominator's.
+    The value is Σx/Σd, the ratio over every request; its variance is the delta
+    method's for a ratio of sums, estimated from how the batches vary, so it
+    needs no binomial or Poisson assumption (a counter may count several per
+    request). Requests of one unit fall in one variant and are correlated, and
+    a unit's requests spread over batches, so the interval is narrower than a
+    unit-level one would be: shown, never decides (docs/decisions.md).
+
+    The interval waits for MIN_UNITS batches and MIN_UNITS denominator counts in
+    each variant. Without an MDE, the mixture is tuned to a tenth of one
+    request's standard deviation (batch variance × mean batch size), which
+    does not depend on how long a batch is.
+    """
+    if not (control.ratio and treatment.ratio):
+        raise ValueError("request_ratio_lift takes ratio sums (UnitSums.of_ratios)")
+    per_request = [s.unit_variance() * s.d / s.units for s in (control, treatment) if s.units >= 2 and s.d > 0]
+    per_request = [v for v in per_request if math.isfinite(v) and v > 0.0]
+    sd = math.sqrt(sum(per_request) / len(per_request)) if per_request else 1.0
+    lift = estimate_lift(control, treatment, alpha=alpha, mde=0.1 * sd)
+    if min(control.d, treatment.d) < MIN_UNITS:
+        return dataclasses.replace(lift, interval=(-math.inf, math.inf), relative_interval=None, chance_to_beat=None)
+    return lift
+
+
 def sample_ratio_p(control_units: int, treatment_units: int, allocation_percent: float) -> float:
     """Anytime-valid p-value that units split as allocated (shiploop.analysis.srm, Dirichlet-multinomial)."""
     if not 0.0 < allocation_percent < 100.0:

@@ -1,8 +1,7 @@
-"""How an experiment looks in the terminal and in the offline HTML report (both from the API's JSON)."""
+"""How an experiment looks in the terminal (from the API's JSON); the HTML report is experiments.report_html's."""
 
 from __future__ import annotations
 
-import html
 import time
 from typing import Any
 
@@ -10,22 +9,12 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from shiploop.experiments.report_html import cuped_text, lift_line, render_html, secondary_text, value_text
+
+__all__ = ["EXIT_CODES", "history_table", "render_html", "render_plan", "render_status"]
+
 # `experiment start --wait` and `status --wait` exit like `rollout`: 0 shipped, 3 stopped, 4 inconclusive or held.
 EXIT_CODES = {"shipped": 0, "stopped": 3, "discarded": 3, "ended": 3, "inconclusive": 4, "held": 4}
-
-
-def _value(v: float | None, digits: int = 4) -> str:
-    return "-" if v is None else f"{v:.{digits}g}"
-
-
-def _signed(v: float | None) -> str:
-    return "-" if v is None else f"{v:+.4g}"
-
-
-def _interval(iv: list[float | None] | None) -> str:
-    if not iv or iv[0] is None or iv[1] is None:
-        return "not yet (too few units)"
-    return f"[{iv[0]:+.4g}, {iv[1]:+.4g}]"
 
 
 def _duration(seconds: float | None) -> str:
@@ -40,12 +29,6 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def lift_line(s: dict[str, Any]) -> str:
-    lift = s["lift"]
-    rel = f" ({lift['relative'] * 100:+.1f}%)" if lift.get("relative") is not None else ""
-    return f"lift {_signed(lift['absolute'])}{rel}, always-valid 95% interval {_interval(lift['interval'])}"
-
-
 def render_status(s: dict[str, Any]) -> Group:
     head = Text(f"experiment #{s['id']} of {s['service']}: {s['state']}\n", style="bold")
     head.append(f"hypothesis: {s['hypothesis']}\n", style="")
@@ -54,23 +37,21 @@ def render_status(s: dict[str, Any]) -> Group:
     for col in ("version", "track", "units", "events", "value"):
         table.add_column(col, justify="right" if col in ("units", "events", "value") else "left", no_wrap=True)
     for v in s["variants"]:
-        table.add_row(v["version"], v["track"], str(v["units"]), str(v["events"]), _value(v["value"]))
+        table.add_row(v["version"], v["track"], str(v["units"]), str(v["events"]), value_text(v["value"]))
     lines = [lift_line(s)]
     ctb = s["lift"].get("chance_to_beat")
     if ctb is not None:
         lines.append(f"chance the candidate is better: {ctb:.0%} (shown, never the decision rule)")
+    cuped = cuped_text(s.get("cuped"))
+    if cuped is not None:
+        lines.append(cuped)
     srm = s.get("srm_p")
     lines.append(f"sample ratio: p = {srm:.3g}" if srm is not None else "sample ratio: no units yet")
     for g in s.get("guardrails", []):
         detail = f" ({g['detail']})" if g.get("detail") else ""
         lines.append(f"guardrail {g['name']}{detail}: {g['verdict']}")
     for m in s.get("secondary", []):
-        if m.get("measured"):
-            lines.append(
-                f"secondary {m['metric']}: {_signed(m['lift']['absolute'])} {_interval(m['lift']['interval'])}"
-            )
-        else:
-            lines.append(f"secondary {m['metric']}: {m.get('note', 'not measured')}")
+        lines.append(f"secondary {m['metric']}: {secondary_text(m)}")
     lines.append(f"decision: {s['reason']}")
     return Group(head, table, Text("\n".join(lines)))
 
@@ -99,108 +80,3 @@ def history_table(rows: list[dict[str, Any]]) -> Table:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"]))
         table.add_row(str(r["id"]), started, r["state"], r["treatment"], r["hypothesis"], r.get("reason") or "")
     return table
-
-
-# -- the HTML report: one file, no script, no network (inline SVG) -----------------------------------
-
-
-def _svg_lines(series: list[tuple[str, str, list[tuple[float, float]]]], band: list[tuple[float, float, float]]) -> str:
-    """A small line chart: named series of (x, y), and an optional band of (x, lo, hi)."""
-    points = [p for _, _, s in series for p in s] + [(x, lo) for x, lo, _ in band] + [(x, hi) for x, _, hi in band]
-    if not points:
-        return "<p>No data yet.</p>"
-    w, h, pad = 640, 220, 40
-    xs = [p[0] for p in points]
-    ys = [p[1] for p in points] + [0.0]
-    x0, x1 = 0.0, max(max(xs), 1.0)  # seconds since the start
-    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-
-    def sx(x: float) -> float:
-        return pad + (x - x0) / (x1 - x0) * (w - 2 * pad)
-
-    def sy(y: float) -> float:
-        return h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad)
-
-    parts = [f'<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">']
-    parts.append(
-        f'<line x1="{pad}" x2="{w - pad}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" stroke="#999" stroke-dasharray="4"/>'
-    )
-    if band:
-        upper = " ".join(f"{sx(x):.1f},{sy(hi):.1f}" for x, _, hi in band)
-        lower = " ".join(f"{sx(x):.1f},{sy(lo):.1f}" for x, lo, _ in reversed(band))
-        parts.append(f'<polygon points="{upper} {lower}" fill="#9ecae1" opacity="0.5"/>')
-    for name, color, s in series:
-        if s:
-            pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
-            title = f"<title>{html.escape(name)}</title>"
-            parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2">{title}</polyline>')
-    parts.append(f'<text x="{pad}" y="{h - 8}" font-size="11">0 s</text>')
-    parts.append(f'<text x="{w - pad - 60}" y="{h - 8}" font-size="11">{x1 - x0:.0f} s</text>')
-    parts.append(f'<text x="4" y="{sy(y1) + 4:.1f}" font-size="11">{y1:.3g}</text>')
-    parts.append(f'<text x="4" y="{sy(y0) + 4:.1f}" font-size="11">{y0:.3g}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def render_html(r: dict[str, Any]) -> str:
-    e = html.escape
-    start = r["started_at"]
-    pts = r.get("points", [])
-    lift_series = [(p["t"] - start, p["lift"]) for p in pts if p.get("lift") is not None]
-    band = [
-        (p["t"] - start, p["interval"][0], p["interval"][1])
-        for p in pts
-        if p.get("interval") and None not in p["interval"]
-    ]
-    units = {arm: [(p["t"] - start, float(p["units"].get(arm, 0))) for p in pts] for arm in ("control", "treatment")}
-    rows = "".join(
-        f"<tr><td>{e(v['version'])}</td><td>{e(v['track'])}</td><td>{v['units']}</td><td>{v['events']}</td>"
-        f"<td>{e(_value(v['value']))}</td></tr>"
-        for v in r["variants"]
-    )
-    secondary = "".join(
-        f"<tr><td>{e(m['metric'])}</td><td>"
-        + (
-            f"{e(_signed(m['lift']['absolute']))} {e(_interval(m['lift']['interval']))}"
-            if m.get("measured")
-            else e(m.get("note", "not measured"))
-        )
-        + "</td></tr>"
-        for m in r.get("secondary", [])
-    )
-    guards = "".join(
-        f"<tr><td>{e(g['name'])}</td><td>{e(g.get('detail') or '')}</td><td>{e(g['verdict'])}</td></tr>"
-        for g in r.get("guardrails", [])
-    )
-    srm = r.get("srm_p")
-    if srm is None:
-        srm_text = "no units yet"
-    else:
-        verdict = "mismatch: the split is suspect" if srm < 0.001 else "units split as allocated"
-        srm_text = f"p = {srm:.3g} ({verdict})"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Experiment #{r["id"]} of {e(r["service"])}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:720px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;margin:.5em 0}}td,th{{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}}
-.decision{{font-size:1.2em;padding:.6em;background:#f3f3f3;border-left:4px solid #3182bd}}</style></head>
-<body>
-<h1>Experiment #{r["id"]} of {e(r["service"])}</h1>
-<p><b>Hypothesis:</b> {e(r["hypothesis"])}</p>
-<p class="decision"><b>{e(r["state"])}</b>: {e(r["reason"])}</p>
-<h2>Primary metric: {e(r["primary"])}</h2>
-<table><tr><th>version</th><th>track</th><th>units</th><th>events</th><th>value</th></tr>{rows}</table>
-<p>{e(lift_line(r))}. Minimum detectable effect {r["minimum_detectable_effect"]:g}.</p>
-<h3>Lift with its always-valid 95% interval over time</h3>
-{_svg_lines([("lift", "#08519c", lift_series)], band)}
-<h3>Cumulative units per variant</h3>
-{_svg_lines([("control", "#636363", units["control"]), ("treatment", "#e6550d", units["treatment"])], [])}
-<p>Grey: control; orange: the candidate.</p>
-<h2>Sample ratio</h2>
-<p>{e(srm_text)}</p>
-<h2>Guardrails</h2>
-<table><tr><th>metric</th><th>detail</th><th>verdict</th></tr>{guards}</table>
-<h2>Secondary metrics</h2>
-<table><tr><th>metric</th><th>lift</th></tr>{secondary or '<tr><td colspan="2">none</td></tr>'}</table>
-<p><small>Allocation {r["allocation"]:g}% to the candidate; ran {r["elapsed_s"]:.0f} s.</small></p>
-</body></html>
-"""

@@ -28,6 +28,8 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from shiploop.errors import Invalid, NotFound
+from shiploop.experiments.controller import ExperimentController
+from shiploop.experiments.report_html import report_body
 from shiploop.rollout.controller import RolloutController
 from shiploop.rollout.view import rollout_view
 from shiploop.server.controlplane import ControlPlane
@@ -151,9 +153,17 @@ def _same_origin(request: Request) -> bool:
 
 
 class Dashboard:
-    def __init__(self, cp: ControlPlane, rollouts: RolloutController, observer: Observer, token: str) -> None:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        rollouts: RolloutController,
+        observer: Observer,
+        token: str,
+        experiments: ExperimentController | None = None,
+    ) -> None:
         self.cp = cp
         self.rollouts = rollouts
+        self.experiments = experiments
         self.observer = observer
         self.token = token
         self.sessions = Sessions()
@@ -221,7 +231,17 @@ class Dashboard:
             ids = [d.version for d in rows]
             ids += [v for v in self.observer.sampler.versions(name) if v not in ids]
             series = {v: self.series(name, v, now) for v in ids}
-            services.append({"name": name, "versions": versions, "rollout": rollout, "series": series})
+            latest = next(iter(self.cp.store.experiments(name, limit=1)), None)
+            experiment = {"id": latest.id, "state": latest.state, "hypothesis": latest.hypothesis} if latest else None
+            services.append(
+                {
+                    "name": name,
+                    "versions": versions,
+                    "rollout": rollout,
+                    "experiment": experiment,
+                    "series": series,
+                }
+            )
         data = {
             "project": self.cp.project.name,
             "gateway": self.cp.gateway_url,
@@ -322,6 +342,14 @@ class Dashboard:
             return Response(
                 json.dumps(self.rollout_page(service, id), separators=(",", ":")), media_type="application/json"
             )
+
+        @app.get("/v1/dashboard/services/{service}/experiment")
+        async def experiment(service: str) -> dict[str, Any]:
+            """The latest experiment as the HTML report shows it (`report_body`: escaped, no script)."""
+            if self.experiments is None:
+                raise NotFound("this daemon runs no experiments", hint="see: shiploop status")
+            r = self.experiments.report(service)
+            return {"id": r["id"], "service": service, "state": r["state"], "html": report_body(r)}
 
         @app.post("/v1/dashboard/services/{service}/rollout/{action}")
         async def rollout_action(request: Request, service: str, action: str) -> dict[str, Any]:

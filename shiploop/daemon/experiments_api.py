@@ -8,9 +8,9 @@ from fastapi import FastAPI, Query
 
 from shiploop.analysis.experiment import plan_experiment
 from shiploop.contract import Experiment, ExperimentPlan, ExperimentStop, ExperimentSummary
-from shiploop.errors import Invalid, Unavailable
+from shiploop.errors import Invalid
+from shiploop.experiments import plan_inputs
 from shiploop.experiments.controller import ExperimentController
-from shiploop.naming import Track
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.observe import Observer
 
@@ -53,33 +53,36 @@ def mount_experiments(app: FastAPI, cp: ControlPlane, experiments: ExperimentCon
                 f"{service}/service.yaml has no experiment block",
                 hint="add experiment: (docs/config-reference.md), then: shiploop experiment plan " + service,
             )
-        last = next(iter(cp.store.experiments(service, limit=1)), None)
         sources = {}
-        if units_per_second is None and last is not None:
-            units = sum(cp.store.arm_units(last.id).values())
-            seconds = (last.ended_at or cp.ctx.clock()) - last.started_at
-            if units and seconds > 0:
-                units_per_second, sources["units_per_second"] = units / seconds, f"experiment #{last.id}"
         if units_per_second is None:
-            stable = cp.ctx.find_track(service, Track.STABLE)
-            traffic = observer.summary(service, stable.version) if stable else None
-            if traffic and traffic["rps"]:
-                # Every request a new unit: the most units there can be, so the shortest plan.
-                units_per_second, sources["units_per_second"] = traffic["rps"], "requests per second now"
-        if not units_per_second:
-            raise Unavailable(
-                f"no traffic measured for {service} yet (the plan needs units per second)",
-                hint=f"shiploop experiment plan {service} --units-per-second 10",
-            )
-        if baseline is None and last is not None and exp.metrics.primary.event is not None:
-            sums = cp.store.arm_sums(last.id, exp.metrics.primary.event, conversion=True).get("control")
-            if sums is not None and sums.units and 0 < sums.x < sums.units:
-                baseline, sources["baseline"] = sums.x / sums.units, f"control of experiment #{last.id}"
+            # Live: every deployed version of the service (during an experiment, stable serves only part).
+            summaries = [observer.summary(service, d.version) for d in cp.store.deployments(service)]
+            live = sum(t["rps"] for t in summaries if t and t["rps"])
+            estimate = plan_inputs.units_per_second(cp.store, service, live or None, cp.ctx.clock())
+            if estimate is not None:
+                units_per_second, sources["units_per_second"] = estimate.value, estimate.source
+        event = exp.metrics.primary.event
+        if baseline is None and event is not None:
+            seen = plan_inputs.baseline_seen(cp.store, service, event)
+            if seen is not None:
+                baseline, sources["baseline"] = seen.value, seen.source
+        unknown = []
         if baseline is None:
-            raise Unavailable(
-                f"no baseline rate of {exp.metrics.primary.label} known for {service}",
-                hint=f"shiploop experiment plan {service} --baseline 0.1",
+            unknown.append(
+                f"no baseline rate of {exp.metrics.primary.label} (the gateway sees {event} only during an "
+                "experiment, and none has measured it)"
             )
+        if not units_per_second:
+            unknown.append("no traffic now to count units by")
+        if unknown:
+            options = (" --baseline RATE" if baseline is None else "") + (
+                " --units-per-second N" if not units_per_second else ""
+            )
+            raise Invalid(
+                f"cannot plan {service}: {' and '.join(unknown)}",
+                hint=f"say what you expect: shiploop experiment plan {service}{options}",
+            )
+        assert baseline is not None and units_per_second is not None
         try:
             plan = plan_experiment(
                 baseline, exp.minimum_detectable_effect, units_per_second, exp.allocation, alpha=exp.alpha

@@ -86,8 +86,8 @@ async def serve(
         await cp.start_failed()  # a failed re-adoption leaves serving processes as they were
         raise
     observer = Observer(cp)
-    dashboard = Dashboard(cp, rollouts, observer, token)
-    experiments = ExperimentController(cp, clock=cp.ctx.clock)
+    experiments = ExperimentController(cp, clock=cp.ctx.clock, readings=readings)
+    dashboard = Dashboard(cp, rollouts, observer, token, experiments)
     cp.tick_hooks.extend([observer.tick, rollouts.tick, dashboard.trail.tick, experiments.tick])
     api_port = free_port()
     app = create_app(cp, rollouts, observer, token, shutdown)

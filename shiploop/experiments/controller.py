@@ -9,22 +9,36 @@ treatment the canary); the next tick records the experiment as ended by hand.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from shiploop.analysis.experiment import ExperimentDecision, Verdict
 from shiploop.errors import Conflict, Invalid, NotFound, ShiploopError
 from shiploop.experiments import log_tail
-from shiploop.experiments.evaluate import BUCKETS_MS, evaluate
+from shiploop.experiments.evaluate import BUCKETS_MS, evaluate, spec_of
+from shiploop.gateway.assignment import CONTROL, TREATMENT
 from shiploop.naming import ACTIVE_ROLLOUT_STATES, Track
+from shiploop.rollout.ports import ReadingSource
+from shiploop.rollout.readings import CountersReset, Pair, ReadingUnavailable
 from shiploop.server.controlplane import ControlPlane
 from shiploop.server.specs import spec_from_json
+from shiploop.spec import Guardrail, RolloutPolicy
 from shiploop.store import ExperimentRow, Exposure
 
 LOG_POSITION_KEY = "experiments/log-position"
+# The app counters of both variants are read this often; each reading closes one batch of the
+# request-level ratio (analysis.experiment.request_ratio_lift). The sampler reads once a second too.
+APP_READ_EVERY_S = 1.0
+
+
+def app_reading_key(experiment: int) -> str:
+    return f"experiments/{experiment}/app-reading"
 
 
 def point_every_s(elapsed_s: float) -> float:
@@ -34,11 +48,17 @@ def point_every_s(elapsed_s: float) -> float:
 
 
 class ExperimentController:
-    def __init__(self, cp: ControlPlane, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, cp: ControlPlane, clock: Callable[[], float] = time.time, readings: ReadingSource | None = None
+    ) -> None:
         self.cp = cp
         self.store = cp.store
         self.clock = clock
+        # The rollouts' source of per-version counters (Envoy's and the apps' /metrics, or Prometheus):
+        # app-counter secondary metrics are read through it. None: they are not measured.
+        self.readings = readings
         self._last_point: dict[int, float] = {}
+        self._last_app_read: dict[int, float] = {}
         self.skipped_lines = 0
 
     # -- commands ------------------------------------------------------------------------------
@@ -98,6 +118,9 @@ class ExperimentController:
         except BaseException:
             await self.cp.rollback(service, reason="the experiment could not start")
             raise
+        started = self.store.experiment(ids[0])
+        if started is not None:
+            await self._read_app_counters(started)  # the base of the first batch: no request before it counts
         self.cp.event(
             service,
             "experiment-started",
@@ -165,6 +188,7 @@ class ExperimentController:
     async def tick(self) -> None:
         self._fold()
         for row in self.store.running_experiments():
+            await self._read_app_counters(row)
             await self._judge(row)
 
     def _fold(self) -> None:
@@ -184,6 +208,47 @@ class ExperimentController:
                     self.store.record_exposures(ids[salt], batch, list(BUCKETS_MS))
             self.store.put(LOG_POSITION_KEY, after.dumps())
 
+    async def _read_app_counters(self, row: ExperimentRow) -> None:
+        """One batch of every app-ratio secondary metric: the counters' increase per variant since the last reading.
+
+        The last reading is stored with the sums it fed (one transaction), so a restarted daemon goes
+        on from it: replicas and Envoy outlive the daemon, and so do their counters. A failed reading
+        adds nothing (the next one covers the gap); a counter reset drops one batch and starts over.
+        """
+        apps = [m for m in spec_of(row).metrics.secondary if m.kind == "app_ratio"]
+        now = self.clock()
+        if not apps or self.readings is None or now - self._last_app_read.get(row.id, 0.0) < APP_READ_EVERY_S:
+            return
+        self._last_app_read[row.id] = now
+        policy = RolloutPolicy(guardrails=[Guardrail(metric=f"app:{m.app}", tolerance=0.0) for m in apps], limits=[])
+        try:
+            observed = await self.readings.read(row.service, row.treatment, row.control, policy)
+        except (ReadingUnavailable, httpx.HTTPError, ValueError, KeyError):
+            return  # as the sampler: no reading this time, the next one covers the gap
+        if observed.source_errors:
+            return  # a sum over the replicas that answered would read as a reset
+        key = app_reading_key(row.id)
+        before = self.store.get(key)
+        delta: Pair | None = None
+        if before is not None:
+            try:
+                delta = observed.readings.minus(Pair.from_json(json.loads(before)))
+            except CountersReset:
+                delta = None
+        with self.store.transaction():
+            if delta is not None:
+                for m in apps:
+                    assert m.numerator is not None and m.denominator is not None
+                    self.store.add_app_batches(
+                        row.id,
+                        m.label,
+                        {
+                            arm: (r.app.get(m.numerator, 0.0), r.app.get(m.denominator, 0.0))
+                            for arm, r in ((CONTROL, delta.baseline), (TREATMENT, delta.candidate))
+                        },
+                    )
+            self.store.put(key, json.dumps(observed.readings.to_json()))
+
     async def _judge(self, row: ExperimentRow) -> None:
         now = self.clock()
         tracks = {d.version: d.track for d in self.store.deployments(row.service)}
@@ -198,6 +263,7 @@ class ExperimentController:
                 result=status,
                 ended_at=now,
             )
+            self.store.delete(app_reading_key(row.id))
             self.cp.event(row.service, "experiment-ended", f"experiment #{row.id} ended by a promote or rollback")
             return
         status, verdict = evaluate(self.store, row, now)
@@ -246,6 +312,7 @@ class ExperimentController:
         self.store.update_experiment(
             row.id, state, decision=str(verdict.decision), reason=verdict.reason, result=status, ended_at=now
         )
+        self.store.delete(app_reading_key(row.id))
         self.cp.event(
             row.service,
             f"experiment-{state}",

@@ -1,12 +1,14 @@
 from shiploop.store.db import DeploymentRow, InterceptRow, ReplicaRow, RolloutRow, Store
-from shiploop.store.experiments import ArmSums, ArmTraffic, ExperimentRow, Exposure
+from shiploop.store.experiments import AppBatchSums, ArmSums, ArmTraffic, ExperimentRow, Exposure, PreSums
 
 __all__ = [
+    "AppBatchSums",
     "ArmSums",
     "ArmTraffic",
     "DeploymentRow",
     "ExperimentRow",
     "Exposure",
+    "PreSums",
     "InterceptRow",
     "ReplicaRow",
     "RolloutRow",

@@ -4,6 +4,8 @@ A unit's variant is the one of its first logged request (the hash never changes 
 during an experiment). Events are summed per unit and event name: a count (did the
 unit convert) and the total of the values reported with it (purchase=12.50).
 Traffic per variant (requests, 5xx, latency buckets) feeds the rollout guardrails.
+App counters ({app: NUM/DEN}) have no unit: per variant they are kept as batches, one
+per reading, each the increase of numerator x and denominator d (sums for the delta method).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ CREATE TABLE IF NOT EXISTS experiment_traffic (
     buckets TEXT NOT NULL, PRIMARY KEY (experiment, arm));
 CREATE TABLE IF NOT EXISTS experiment_points (
     experiment INTEGER NOT NULL, ts REAL NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS experiment_app_sums (
+    experiment INTEGER NOT NULL, metric TEXT NOT NULL, arm TEXT NOT NULL, batches INTEGER NOT NULL,
+    x REAL NOT NULL, xx REAL NOT NULL, d REAL NOT NULL, dd REAL NOT NULL, xd REAL NOT NULL,
+    PRIMARY KEY (experiment, metric, arm));
 """
 RUNNING_STATES = ("running", "held")
 
@@ -75,6 +81,31 @@ class ArmSums:
     units: int
     x: float
     xx: float
+
+
+@dataclass(frozen=True)
+class AppBatchSums:
+    """Per variant of one app ratio: batches (readings), Σx, Σx², Σd, Σd², Σxd of the counters' increases."""
+
+    batches: int
+    x: float
+    xx: float
+    d: float
+    dd: float
+    xd: float
+
+
+@dataclass(frozen=True)
+class PreSums:
+    """ArmSums plus each unit's pre-experiment value y of the same metric (0 for a unit not seen before)."""
+
+    units: int
+    x: float
+    xx: float
+    y: float
+    yy: float
+    xy: float
+    seen_before: int  # units with a record in the pre-period
 
 
 @dataclass(frozen=True)
@@ -210,6 +241,13 @@ class ExperimentTables:
         ).fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
+    def unit_requests(self, experiment: int) -> tuple[int, int]:
+        """(requests logged, units) over both variants."""
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(requests), 0), COUNT(*) FROM experiment_units WHERE experiment=?", (experiment,)
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
     def arm_events(self, experiment: int, event: str) -> dict[str, int]:
         """Per variant: how many times the event was reported (all units)."""
         rows = self.db.execute(
@@ -231,6 +269,46 @@ class ExperimentTables:
         found = {r[0]: (float(r[2] or 0.0), float(r[3] or 0.0)) for r in rows}
         units = self.arm_units(experiment)
         return {arm: ArmSums(n, *found.get(arm, (0.0, 0.0))) for arm, n in units.items()}
+
+    def arm_sums_with_pre(self, experiment: int, pre: int, event: str, conversion: bool) -> dict[str, PreSums]:
+        """`arm_sums` with each unit's value of the same metric in experiment `pre` (CUPED's covariate).
+
+        A unit the pre-period did not see has y = 0; `seen_before` counts those it saw."""
+        x = "CASE WHEN e.count > 0 THEN 1.0 ELSE 0.0 END" if conversion else "COALESCE(e.total, 0.0)"
+        y = "CASE WHEN p.count > 0 THEN 1.0 ELSE 0.0 END" if conversion else "COALESCE(p.total, 0.0)"
+        rows = self.db.execute(
+            f"SELECT u.arm, COUNT(*), SUM({x}), SUM({x} * {x}), SUM({y}), SUM({y} * {y}), SUM({x} * {y}),"
+            " SUM(q.unit IS NOT NULL)"
+            " FROM experiment_units u"
+            " LEFT JOIN experiment_unit_events e ON e.experiment = u.experiment AND e.unit = u.unit AND e.event = ?"
+            " LEFT JOIN experiment_units q ON q.experiment = ? AND q.unit = u.unit"
+            " LEFT JOIN experiment_unit_events p ON p.experiment = ? AND p.unit = u.unit AND p.event = ?"
+            " WHERE u.experiment = ? GROUP BY u.arm",
+            (event, pre, pre, event, experiment),
+        ).fetchall()
+        out: dict[str, PreSums] = {}
+        for r in rows:
+            x_, xx_, y_, yy_, xy_ = (float(v or 0.0) for v in r[2:7])
+            out[r[0]] = PreSums(int(r[1]), x_, xx_, y_, yy_, xy_, int(r[7] or 0))
+        return out
+
+    def add_app_batches(self, experiment: int, metric: str, batches: dict[str, tuple[float, float]]) -> None:
+        """One batch per variant: the increase (x, d) of the numerator and denominator since the last reading."""
+        for arm, (x, d) in batches.items():
+            self.db.execute(
+                "INSERT INTO experiment_app_sums(experiment, metric, arm, batches, x, xx, d, dd, xd)"
+                " VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?) ON CONFLICT(experiment, metric, arm) DO UPDATE SET"
+                " batches = batches + 1, x = x + excluded.x, xx = xx + excluded.xx, d = d + excluded.d,"
+                " dd = dd + excluded.dd, xd = xd + excluded.xd",
+                (experiment, metric, arm, x, x * x, d, d * d, x * d),
+            )
+
+    def app_sums(self, experiment: int, metric: str) -> dict[str, AppBatchSums]:
+        rows = self.db.execute(
+            "SELECT arm, batches, x, xx, d, dd, xd FROM experiment_app_sums WHERE experiment=? AND metric=?",
+            (experiment, metric),
+        ).fetchall()
+        return {r[0]: AppBatchSums(int(r[1]), *(float(v) for v in r[2:])) for r in rows}
 
     def unit_arm(self, experiment: int, unit: str) -> str | None:
         row = self.db.execute(

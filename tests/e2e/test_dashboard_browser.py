@@ -25,6 +25,12 @@ POLICY = """rollout:
   max_step: 1m
   min_samples: 40
 """
+EXPERIMENT = """experiment:
+  hypothesis: "The one-field form raises signups per visitor"
+  unit: {cookie: shiploop_uid}
+  metrics: {primary: {event: signup}}
+  minimum_detectable_effect: 0.05
+"""
 
 
 def find_chromium() -> str | None:
@@ -167,3 +173,14 @@ def test_signed_in_page_pauses_resumes_and_aborts_a_rollout_and_a_reader_cannot(
     page.screenshot(path=str(ARTIFACTS / "rollout-aborted-from-page.png"), full_page=True)
     # The reader's page caught up without a reload.
     wait_until(lambda: reader.inner_text("[data-testid=rollout-state]") == "aborted", 10, interval=0.2, what="reader")
+
+    # An experiment on the same page: the report's sections (hypothesis, decision, lift chart), live.
+    wait_until(lambda: "canary" not in project.versions("echo"), 20, what="the aborted candidate to stop")
+    svc = project.root / "echo" / "service.yaml"
+    svc.write_text(svc.read_text() + EXPERIMENT)
+    project.cli("experiment", "start", "echo")
+    reader.goto(f"{api}/#/experiment/echo")
+    reader.wait_for_selector("[data-testid=experiment-lift-chart]")
+    assert "one-field form" in reader.inner_text("[data-testid=experiment-hypothesis]")
+    assert reader.inner_text("[data-testid=experiment-decision]").startswith("running: Continue")
+    reader.screenshot(path=str(ARTIFACTS / "experiment.png"), full_page=True)

@@ -1,5 +1,6 @@
 """`shiploop experiment` through the real CLI, daemon and Envoy: simulated visitors, their counts
-in `status`, sticky units across a daemon restart, and a guardrail harm that stops an experiment.
+in `status` (app counters too), sticky units across a daemon restart (one unit id over 10,000 requests from
+the load generator), and a guardrail harm that stops an experiment.
 One project for every assertion (module scope)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shiploop.loadgen import LoadSpec, run_load_sync
 from shiploop.procs import is_running
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project, create_project, take_down
@@ -25,10 +27,16 @@ EXPERIMENT = """experiment:
   allocation: 50
   metrics:
     primary: {event: signup}
-    secondary: [{event: purchase, value: sum}]
+    secondary: [{event: purchase, value: sum}, {app: app_errors_total/app_requests_total}]
   minimum_detectable_effect: 0.05
   guardrails: [{metric: error_rate, tolerance: 0.01}]
 """
+STICKY_UNIT = "sticky-visitor"
+# Requests of STICKY_UNIT before the daemon restart, and again after it, at 1,000 a second over at most
+# 8 connections: over 256, Envoy opened more to the one Python replica than its listen backlog takes, and
+# 0.2-1.6% were Envoy's 503s (enough for the error guardrail to call harm). Under `make test-fast` on
+# 2 busy cores 4 connections carried ~500 a second and the 5 s timeout lost requests queued behind.
+HAMMER = 5000
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +75,10 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     svc = project.root / "shop"
     (svc / "service.yaml").write_text((svc / "service.yaml").read_text() + EXPERIMENT)
     project.set_env("shop", {"DESIGN": "one-field"})
+    # Nothing known yet (no experiment, no traffic): `plan` says so in one line, with what to give it.
+    unplanned = project.cli("experiment", "plan", "shop", check=False)
+    assert unplanned.returncode == 2 and len(unplanned.stderr.strip().splitlines()) == 1, unplanned.stderr
+    assert "shiploop experiment plan shop --baseline RATE" in unplanned.stderr
     started = json.loads(project.cli("experiment", "start", "shop", "--json").stdout)
     control, treatment = (v["version"] for v in started["variants"])
     assert started["state"] == "running" and control != treatment
@@ -105,6 +117,18 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     assert variants[treatment]["value"] == pytest.approx(sent_signups[treatment] / sent_units[treatment])
     assert status["state"] == "running" and status["decision"] == "continue"
     assert {"absolute", "relative", "interval"} <= set(status["lift"])
+    # The app's own counters, read per variant: every visit was one request the version counted.
+    wait_until(lambda: sum(_app_requests(project).values()) == 240, 15, interval=0.2, what="app counters read")
+    arm_version = {v["arm"]: v["version"] for v in status["variants"]}
+    assert {arm_version[a]: n for a, n in _app_requests(project).items()} == {v: 3.0 * n for v, n in sent_units.items()}
+    app_metric = _status(project)["secondary"][1]
+    assert app_metric["level"] == "request" and app_metric["values"] == {"control": 0.0, "treatment": 0.0}
+
+    # One unit id, 10,000 requests at the issue's scale (half before the daemon's death, half after): one variant.
+    sticky = [_hammer(project, STICKY_UNIT)]
+    # Now `plan` knows both: the signups the gateway saw on stable, and the units a second of live traffic.
+    sources = project.api_get("/v1/services/shop/experiment/plan")["sources"]
+    assert "experiment #1" in sources["baseline"] and "requests/s now" in sources["units_per_second"], sources
 
     # The daemon dies and comes back: the same visitors see the same versions, nothing is counted twice.
     daemon = project.daemon_info()
@@ -113,12 +137,24 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     project.cli("up", "--detach")
     with httpx.Client(base_url=project.url, timeout=10) as client:
         assert {u: _visit(client, u)[0] for u in seen} == seen
+    sticky.append(_hammer(project, STICKY_UNIT))
+    assert len({v for counts in sticky for v in counts}) == 1, sticky
+    assert sum(n for counts in sticky for n in counts.values()) == 2 * HAMMER
     wait_until(
-        lambda: sum(v["units"] for v in _status(project)["variants"]) == 80
-        and _db_requests(project.root) == 80 * 4,
+        lambda: (
+            sum(v["units"] for v in _status(project)["variants"]) == 81
+            and _db_requests(project.root) == 80 * 4 + 2 * HAMMER
+        ),
         15,
         interval=0.2,
         what="the visits after the restart folded once",
+    )
+    sticky_arm = _db_unit_arm(project.root, STICKY_UNIT)
+    version_of_arm = {v["arm"]: v["version"] for v in status["variants"]}
+    assert f"shop@{version_of_arm[sticky_arm]}" == next(iter(sticky[0]))
+    # The app counters go on from the reading stored before the kill: the visits after it, once.
+    wait_until(
+        lambda: sum(_app_requests(project).values()) == 80 * 4 + 2 * HAMMER, 15, interval=0.2, what="app counters"
     )
 
     # Stopped by hand (discard): all traffic back to stable, the history says so.
@@ -144,7 +180,41 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     final = _status(project)
     assert final["state"] == "stopped" and "guardrail" in final["reason"], final["reason"]
     assert any(g["verdict"] == "harm" for g in final["guardrails"])
+    assert final["cuped"]["pre_period"] == "experiment #1"  # same cookie: the first one is its pre-period
     assert project.versions("shop")["stable"]["id"] == control
+
+
+def _hammer(project: Project, unit: str) -> dict[str, int]:
+    """HAMMER requests of one unit from the load generator: the versions that answered, with their counts."""
+    report = run_load_sync(
+        LoadSpec(
+            f"{project.url}/shop/x",
+            rps=HAMMER / 5.0,
+            duration_s=5.0,
+            headers={"cookie": f"shiploop_uid={unit}"},
+            capture_headers=["x-shiploop-version"],
+            max_connections=8,  # Envoy then needs at most 8 to the app, whose listen backlog is 5
+            timeout_s=60.0,  # on a busy machine the run takes longer: late, not lost
+        )
+    )
+    assert report.total == HAMMER and report.status_counts == {200: HAMMER}, report.render()
+    return dict(report.header_counts["x-shiploop-version"])
+
+
+def _db_unit_arm(root: Path, unit: str) -> str:
+    import sqlite3
+
+    db = sqlite3.connect(root / ".shiploop" / "state.db")
+    try:
+        return str(db.execute("SELECT arm FROM experiment_units WHERE unit = ?", (unit,)).fetchone()[0])
+    finally:
+        db.close()
+
+
+def _app_requests(project: Project) -> dict[str, float]:
+    """The app_requests_total counted per variant since the experiment started, as status reports it."""
+    counts = _status(project)["secondary"][1]["counts"]
+    return {arm: c["denominator"] for arm, c in counts.items()}
 
 
 def _db_requests(root: Path) -> int:

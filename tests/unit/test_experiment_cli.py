@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shiploop.cli.experiment import _public
 from shiploop.cli.experiment_view import render_html, render_status
+from shiploop.experiments.report_html import report_body
 
 STATUS = {
     "id": 3,
@@ -30,7 +31,17 @@ STATUS = {
     },
     "srm_p": 0.9,
     "guardrails": [{"name": "error_rate", "detail": "", "verdict": "ok"}],
-    "secondary": [{"metric": "app:a/b", "measured": False, "note": "app counters are not read yet"}],
+    "secondary": [
+        {
+            "metric": "app:checkout_total/visits_total",
+            "level": "request",
+            "measured": True,
+            "values": {"control": 0.1, "treatment": 0.125},
+            "counts": {"control": {"numerator": 10.0, "denominator": 100.0, "readings": 60}},
+            "lift": {"absolute": 0.025, "interval": [-0.01, 0.06]},
+        },
+        {"metric": "purchase value per unit", "measured": False, "note": "no purchase yet"},
+    ],
     "decision": "ship",
     "reason": "Ship: the candidate raises the primary metric by +0.104 (95% interval [+0.01, +0.2]).",
     "points": [
@@ -52,4 +63,13 @@ def test_html_report_is_offline_and_says_the_decision() -> None:
     assert "<svg" in page and "http://" not in page and "https://" not in page and "<script" not in page
     for text in ("The one-field form raises signups", "Ship: the candidate raises", "aaa", "bbb", "p = 0.9"):
         assert text in page
+    # An app-counter metric: the value per variant (per request) and the lift with its interval.
+    assert "control 0.1, candidate 0.125 per request; lift +0.025 [-0.01, +0.06]" in page
+    assert "no purchase yet" in page
     render_status(STATUS)  # the terminal view renders the same data
+
+
+def test_the_dashboard_shows_the_reports_sections_escaped() -> None:
+    body = report_body({**STATUS, "hypothesis": "<script>alert(1)</script> raises signups"})
+    assert "<script" not in body and "&lt;script&gt;" in body
+    assert 'data-testid="experiment-lift-chart"' in body and "<svg" in body and "<html" not in body

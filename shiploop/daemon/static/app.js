@@ -53,6 +53,8 @@ async function renderServices() {
     const r = svc.rollout;
     const why = r ? r.summary.replace(new RegExp(`^${r.state.replace("_", " ")}:\\s*`), "") : "";
     const rollout = r ? `<p><a href="#/rollout/${encodeURIComponent(svc.name)}">rollout #${r.id}</a> ${stateBadge(r.state)}: ${esc(why)}</p>` : `<p class="muted">no rollout yet</p>`;
+    const x = svc.experiment;
+    const experiment = x ? `<p data-testid="experiment-link"><a href="#/experiment/${encodeURIComponent(svc.name)}">experiment #${x.id}</a> <span class="state ${esc(x.state)}">${esc(x.state)}</span>: ${esc(x.hypothesis)}</p>` : "";
     const versions = svc.versions.map((v, i) => ({ id: v.id, color: versionColor(v.track, i), name: `${shortVersion(v.id)} (${v.track})` }));
     Object.keys(series).filter(id => !versions.some(v => v.id === id)).forEach((id, i) =>
       versions.push({ id, color: PALETTE[i % PALETTE.length], name: `${shortVersion(id)} (gone)` }));
@@ -66,7 +68,7 @@ async function renderServices() {
     })}</div>`;
     out.push(`<section class="card" data-testid="service" data-service="${esc(svc.name)}">
       <h2>${esc(svc.name)} <span class="muted">· <a href="#/history/${encodeURIComponent(svc.name)}">history</a></span></h2>
-      ${rollout}
+      ${rollout}${experiment}
       <table><thead><tr><th>version</th><th>track</th><th class="num">weight</th><th class="num">ready</th><th>state</th>
         <th class="num">req/s</th><th class="num">5xx</th><th class="num">p95</th></tr></thead><tbody>${rows}</tbody></table>
       <p class="muted">last 15 minutes, ${status.bin_s} s bins; req/s, 5xx and p95 in the table are over the last 10 s</p>
@@ -163,6 +165,15 @@ async function act(action) {
   refresh();
 }
 
+// -- one experiment: the HTML report's sections, rendered (and escaped) by the daemon ------------------
+
+async function renderExperiment(service) {
+  const x = await getJSON(`/v1/dashboard/services/${encodeURIComponent(service)}/experiment`);
+  return `<h1>experiment #${x.id} of ${esc(x.service)} <span class="state ${esc(x.state)}" data-testid="experiment-state">${esc(x.state)}</span></h1>
+    <div class="card report" data-testid="experiment">${x.html}</div>
+    <p class="muted">from a terminal: <code>shiploop experiment status ${esc(service)}</code> · <code>shiploop experiment report ${esc(service)} --html report.html</code></p>`;
+}
+
 // -- history and events -------------------------------------------------------------------------------
 
 async function renderHistory(service) {
@@ -186,6 +197,7 @@ async function renderEvents() {
 function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   if (parts[0] === "rollout" && parts[1]) return () => renderRollout(parts[1], parts[2]);
+  if (parts[0] === "experiment" && parts[1]) return () => renderExperiment(parts[1]);
   if (parts[0] === "history" && parts[1]) return () => renderHistory(parts[1]);
   if (parts[0] === "events") return renderEvents;
   return renderServices;
