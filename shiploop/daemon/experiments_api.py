@@ -75,12 +75,13 @@ def mount_experiments(app: FastAPI, cp: ControlPlane, experiments: ExperimentCon
         if not units_per_second:
             unknown.append("no traffic now to count units by")
         if unknown:
-            options = (" --baseline RATE" if baseline is None else "") + (
-                " --units-per-second N" if not units_per_second else ""
+            # Example values, so the hint runs as printed; the user puts in their own.
+            options = (" --baseline 0.05" if baseline is None else "") + (
+                " --units-per-second 10" if not units_per_second else ""
             )
             raise Invalid(
                 f"cannot plan {service}: {' and '.join(unknown)}",
-                hint=f"say what you expect: shiploop experiment plan {service}{options}",
+                hint=f"say what you expect, e.g. shiploop experiment plan {service}{options}",
             )
         assert baseline is not None and units_per_second is not None
         try:

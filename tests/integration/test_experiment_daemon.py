@@ -78,7 +78,9 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     # Nothing known yet (no experiment, no traffic): `plan` says so in one line, with what to give it.
     unplanned = project.cli("experiment", "plan", "shop", check=False)
     assert unplanned.returncode == 2 and len(unplanned.stderr.strip().splitlines()) == 1, unplanned.stderr
-    assert "shiploop experiment plan shop --baseline RATE" in unplanned.stderr
+    hint = unplanned.stderr.split("e.g. ", 1)[1].split(")")[0].split()
+    assert hint[:4] == ["shiploop", "experiment", "plan", "shop"] and "--baseline" in hint, unplanned.stderr
+    assert project.cli(*hint[1:], check=False).returncode == 0  # the hint runs as printed
     started = json.loads(project.cli("experiment", "start", "shop", "--json").stdout)
     control, treatment = (v["version"] for v in started["variants"])
     assert started["state"] == "running" and control != treatment

@@ -36,7 +36,7 @@ def _experiment(store: Store, units: int, signups: int, requests_each: int, star
 
 def test_baseline_from_the_newest_experiment_that_measured_a_rate(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    assert baseline_seen(store, "shop", "signup") is None  # nothing seen: the CLI asks for --baseline RATE
+    assert baseline_seen(store, "shop", "signup") is None  # nothing seen: the CLI asks for --baseline
     _experiment(store, units=200, signups=10, requests_each=1, start=0.0, end=100.0)  # 10 of 100 on control
     _experiment(store, units=40, signups=0, requests_each=1, start=200.0, end=300.0)  # no signup: no rate
     seen = baseline_seen(store, "shop", "signup")
