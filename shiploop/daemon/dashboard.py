@@ -233,12 +233,18 @@ class Dashboard:
             series = {v: self.series(name, v, now) for v in ids}
             latest = next(iter(self.cp.store.experiments(name, limit=1)), None)
             experiment = {"id": latest.id, "state": latest.state, "hypothesis": latest.hypothesis} if latest else None
+            # Personal routes (intercept, dev): matched before the weights, so a reader sees who takes what.
+            intercepts = [
+                {k: view[k] for k in ("kind", "header", "value", "target", "owner", "expires_at")}
+                for view in map(self.cp.intercepts.view, self.cp.intercepts.rows(name))
+            ]
             services.append(
                 {
                     "name": name,
                     "versions": versions,
                     "rollout": rollout,
                     "experiment": experiment,
+                    "intercepts": intercepts,
                     "series": series,
                 }
             )

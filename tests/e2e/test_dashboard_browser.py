@@ -184,3 +184,14 @@ def test_signed_in_page_pauses_resumes_and_aborts_a_rollout_and_a_reader_cannot(
     assert "one-field form" in reader.inner_text("[data-testid=experiment-hypothesis]")
     assert reader.inner_text("[data-testid=experiment-decision]").startswith("running: Continue")
     reader.screenshot(path=str(ARTIFACTS / "experiment.png"), full_page=True)
+
+    # A personal route on the services page: who holds what, to where.
+    auth = {"Authorization": f"Bearer {(project.root / '.shiploop' / 'token').read_text().strip()}"}
+    claim = {"header": "x-dev", "value": "ana", "port": 9, "owner": "ana@laptop"}
+    held = reader.request.post(f"{api}/v1/services/echo/intercepts", data=claim, headers=auth)
+    assert held.ok, held.text()
+    reader.goto(f"{api}/#/")
+    reader.wait_for_selector("[data-testid=intercept-row]")
+    row = reader.inner_text("[data-testid=intercept-row]")
+    assert "x-dev: ana" in row and "127.0.0.1:9" in row and "ana@laptop" in row, row
+    reader.request.delete(f"{api}/v1/intercepts/{held.json()['id']}", headers=auth)

@@ -138,3 +138,26 @@ def test_traffic_series_shows_the_load_sent(project: Project):
     # Complete bins only: the last of the load shows once its bin has ended (up to 10 s on).
     wait_until(lambda: counted() >= report.total, 25, interval=0.5, what="the load in the 10 s bins")
     assert counted() == report.total  # Envoy counted every request, in exactly one bin
+
+
+def test_overview_lists_personal_routes_until_released(project: Project):
+    base = api(project)
+    auth = {"Authorization": f"Bearer {(project.root / '.shiploop' / 'token').read_text().strip()}"}
+
+    def intercepts() -> list[dict]:
+        # Past the overview's one-second cache: a fresh build, read once it is a second younger.
+        overview = httpx.get(f"{base}/v1/dashboard/overview").json()
+        return next(s for s in overview["services"] if s["name"] == "echo")["intercepts"]
+
+    claim = {"header": "x-dev", "value": "ana", "port": 9, "owner": "ana@laptop"}
+    held = httpx.post(f"{base}/v1/services/echo/intercepts", json=claim, headers=auth)
+    assert held.status_code == 200, held.text
+    try:
+        wait_until(lambda: intercepts() != [], 5, interval=0.3, what="the intercept on the overview")
+        [shown] = intercepts()
+        assert shown["kind"] == "intercept" and (shown["header"], shown["value"]) == ("x-dev", "ana")
+        assert shown["target"] == "127.0.0.1:9" and shown["owner"] == "ana@laptop"
+        assert shown["expires_at"] > httpx.get(f"{base}/v1/dashboard/overview").json()["now"]
+    finally:
+        httpx.delete(f"{base}/v1/intercepts/{held.json()['id']}", headers=auth)
+    wait_until(lambda: intercepts() == [], 5, interval=0.3, what="the released intercept gone from the overview")

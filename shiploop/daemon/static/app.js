@@ -55,6 +55,13 @@ async function renderServices() {
     const rollout = r ? `<p><a href="#/rollout/${encodeURIComponent(svc.name)}">rollout #${r.id}</a> ${stateBadge(r.state)}: ${esc(why)}</p>` : `<p class="muted">no rollout yet</p>`;
     const x = svc.experiment;
     const experiment = x ? `<p data-testid="experiment-link"><a href="#/experiment/${encodeURIComponent(svc.name)}">experiment #${x.id}</a> <span class="state ${esc(x.state)}">${esc(x.state)}</span>: ${esc(x.hypothesis)}</p>` : "";
+    const personal = (svc.intercepts || []).map(ic => `<tr data-testid="intercept-row">
+        <td>${esc(ic.kind)}</td><td><code>${esc(ic.header ? `${ic.header}: ${ic.value}` : "all requests")}</code></td>
+        <td><code>${esc(ic.target)}</code></td><td>${esc(ic.owner)}</td><td class="num">${esc(Math.max(0, Math.round(ic.expires_at - status.now)))} s</td>
+      </tr>`).join("");
+    const intercepts = personal ? `<table data-testid="intercepts"><thead><tr><th>personal route</th><th>match</th><th>to</th><th>held by</th>
+        <th class="num">lease left</th></tr></thead><tbody>${personal}</tbody></table>
+      <p class="muted">matched before the weights; never counted as rollout evidence · <code>shiploop intercepts</code></p>` : "";
     const versions = svc.versions.map((v, i) => ({ id: v.id, color: versionColor(v.track, i), name: `${shortVersion(v.id)} (${v.track})` }));
     Object.keys(series).filter(id => !versions.some(v => v.id === id)).forEach((id, i) =>
       versions.push({ id, color: PALETTE[i % PALETTE.length], name: `${shortVersion(id)} (gone)` }));
@@ -71,6 +78,7 @@ async function renderServices() {
       ${rollout}${experiment}
       <table><thead><tr><th>version</th><th>track</th><th class="num">weight</th><th class="num">ready</th><th>state</th>
         <th class="num">req/s</th><th class="num">5xx</th><th class="num">p95</th></tr></thead><tbody>${rows}</tbody></table>
+      ${intercepts}
       <p class="muted">last 15 minutes, ${status.bin_s} s bins; req/s, 5xx and p95 in the table are over the last 10 s</p>
       ${Charts.legend(versions)}
       <div class="charts">${chart("requests / s", "rps")}${chart("5xx share", "error_rate", v => pct(v, 1))}${chart("p95 latency (ms)", "p95_ms", v => v.toFixed(0))}</div>
