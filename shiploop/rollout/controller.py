@@ -21,11 +21,10 @@ from shiploop.errors import Conflict, NotFound, ShiploopError, Unavailable
 from shiploop.naming import ACTIVE_ROLLOUT_STATES, RolloutState, Track
 from shiploop.rollout.core import Move, Verdict, apply, judge
 from shiploop.rollout.notify import HttpNotifier
-from shiploop.rollout.ports import Deployments, Notifier, ReadingSource
+from shiploop.rollout.ports import Deployments, Notifier, ReadingSource, RolloutStore
 from shiploop.rollout.readings import Observation, Reading, ReadingUnavailable
 from shiploop.rollout.record import RolloutRecord
 from shiploop.rollout.view import rollout_view
-from shiploop.store import Store
 
 EVAL_INTERVAL_S = 1.0
 # The state a rollout passes through while its traffic moves, and the event it ends with.
@@ -41,7 +40,7 @@ _ENDED_EVENT = {
 class RolloutController:
     def __init__(
         self,
-        store: Store,
+        store: RolloutStore,
         deployments: Deployments,
         readings: ReadingSource,
         notifier: Notifier | None = None,
