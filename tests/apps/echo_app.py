@@ -35,6 +35,7 @@ def fail_rate():
             pass
     return FAIL_RATE
 
+
 lock = threading.Lock()
 served = {"requests": 0, "errors": 0}
 

@@ -1,0 +1,75 @@
+"""`shiploop controller`: the rollout controller inside a cluster (the controller Deployment runs it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def controller(
+    namespace: Annotated[str, typer.Option("--namespace", help="the project's namespace (its ConfigMaps and Lease)")],
+    prometheus: Annotated[str, typer.Option("--prometheus", help="the Prometheus that scrapes the gateway")],
+    project: Annotated[str, typer.Option("--project", help="the `project` label of the gateway's series")],
+    health_port: Annotated[
+        int, typer.Option("--health-port", min=0, max=65535, help="serve /healthz and the rollout API here")
+    ] = 9904,
+    address: Annotated[str, typer.Option("--address", help="the address to serve on")] = "0.0.0.0",
+    identity: Annotated[
+        str | None, typer.Option("--identity", help="this candidate's name in the Lease (default: $POD_NAME)")
+    ] = None,
+    lease_seconds: Annotated[int, typer.Option("--lease-seconds", min=2, help="the Lease's duration")] = 15,
+    interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between steps")] = 1.0,
+    scrape_interval: Annotated[
+        float, typer.Option("--scrape-interval", min=0.1, help="Prometheus's scrape interval for the gateway")
+    ] = 5.0,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="the API's write token (default: $SHIPLOOP_TOKEN)")
+    ] = None,
+    api_server: Annotated[
+        str | None, typer.Option("--api-server", help="an API server URL, e.g. `kubectl proxy`'s (default: in-cluster)")
+    ] = None,
+    auto_start: Annotated[
+        bool, typer.Option("--auto-start/--no-auto-start", help="start a rollout for every candidate deploy placed")
+    ] = True,
+) -> None:
+    """Run the rollout controller in a cluster: leader through a Lease, weights into the routing ConfigMap."""
+    import uvicorn
+
+    from shiploop.k8s.controller import ClusterController
+    from shiploop.k8s.controller_api import create_app
+    from shiploop.k8s.deploy import connect
+    from shiploop.rollout.prometheus_readings import PrometheusReadings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    name = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    token = token_file.read_text().strip() if token_file is not None else os.environ.get("SHIPLOOP_TOKEN") or None
+    client = connect(None, namespace, server=api_server)
+    readings = PrometheusReadings(lambda: prometheus, project, time.time, scrape_interval_s=scrape_interval)
+    ctl = ClusterController(client, namespace, name, readings, lease_s=lease_seconds, auto_start=auto_start)
+    app = create_app(ctl, project, token)
+    server = uvicorn.Server(uvicorn.Config(app, host=address, port=health_port, log_level="warning", lifespan="off"))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        serving = asyncio.create_task(server.serve())  # uvicorn takes SIGTERM/SIGINT over while it serves
+        stepping = asyncio.create_task(ctl.run(stop, interval))
+        try:
+            await asyncio.wait({serving, stepping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.set()
+            server.should_exit = True
+            await asyncio.gather(serving, stepping, return_exceptions=True)
+            await readings.aclose()
+
+    asyncio.run(main())
