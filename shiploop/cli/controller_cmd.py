@@ -49,6 +49,8 @@ def controller(
     from shiploop.rollout.prometheus_readings import PrometheusReadings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per API request (two a second) says nothing
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     name = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     token = token_file.read_text().strip() if token_file is not None else os.environ.get("SHIPLOOP_TOKEN") or None
     client = connect(None, namespace, server=api_server)

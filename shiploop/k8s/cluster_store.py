@@ -30,6 +30,7 @@ ROLLOUTS_CONFIGMAP = "shiploop-rollouts"
 PREFIX = "rollout-"
 MAX_EVENTS = 100
 KEEP_ENDED = 10
+EVENT_IDS = 1_000_000  # event ids per rollout
 _FINISHING = {str(RolloutState.PROMOTING), str(RolloutState.ROLLING_BACK)}
 
 
@@ -78,9 +79,15 @@ class ClusterRolloutStore:
         entries = self._all()
         return [_row(entries[i]) for i in sorted(entries) if entries[i]["row"]["state"] in wanted]
 
-    def events(self, rollout_id: int) -> list[dict[str, Any]]:
-        entry = self._all().get(rollout_id)
-        return list(entry["events"]) if entry else []
+    def events(self, service: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest `limit` events of the kept rollouts (of `service`, or all), oldest first, as the daemon's."""
+        found = [
+            e
+            for entry in self._all().values()
+            if service is None or entry["row"]["service"] == service
+            for e in entry["events"]
+        ]
+        return sorted(found, key=lambda e: (e["ts"] or 0, e["id"]))[-limit:]
 
     # -- writes -------------------------------------------------------------------------------------
 
@@ -166,7 +173,11 @@ class ClusterRolloutStore:
             entry = entries.get(int(rollout_id))
             if entry is None:
                 return
-            event = {"ts": ts, "service": service, "kind": kind, "message": message, "evidence": evidence}
+            # Ids the API can follow (`after`): the rollout's id, then the event's number within it.
+            seq = entry.get("event_seq", 0) + 1
+            entry["event_seq"] = seq
+            event = {"id": int(rollout_id) * EVENT_IDS + seq, "ts": ts, "service": service, "kind": kind,
+                     "message": message, "evidence": evidence}  # fmt: skip
             entry["events"] = [*entry["events"], event][-MAX_EVENTS:]
 
         self._write(change)

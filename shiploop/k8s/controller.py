@@ -58,6 +58,7 @@ class ClusterController:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self.client = client
         self.namespace = namespace
         self.identity = identity
         self.readings = readings
@@ -71,6 +72,7 @@ class ClusterController:
         self.leader = LeaseLeader(client, namespace, CONTROLLER, identity, lease_s, clock)
         self.rollouts = self._fresh_controller()
         self.leading = False
+        self._resumed = False  # this term's leader has finished what the records say was left half done
         self.error: str | None = None  # the last step's failure, for /healthz; None once a step succeeds
         self.steps = 0
 
@@ -90,12 +92,14 @@ class ClusterController:
         if not leads:
             self.leading = False
             return
+        if not self.leading:
+            # Taking over: nothing of another leader's memory, everything from the cluster's records.
+            self.rollouts = self._fresh_controller()
+            self.leading, self._resumed = True, False
         try:
-            if not self.leading:
-                # Taking over: nothing of another leader's memory, everything from the cluster's records.
-                self.rollouts = self._fresh_controller()
-                self.leading = True
+            if not self._resumed:
                 await self.rollouts.resume_after_restart()
+                self._resumed = True
             if self.auto_start:
                 await self._start_candidates()
             await self.rollouts.tick()
@@ -119,6 +123,19 @@ class ClusterController:
                 continue  # running, or this candidate had its rollout already
             log.info("starting the rollout of %s@%s", service, candidate.version)
             await self.rollouts.start(service)
+
+    def replicas(self, deployment: str) -> tuple[int, int]:
+        """(ready, desired) replicas of a Deployment; (0, 0) when it cannot be read."""
+        from httpx2 import TransportError
+        from lightkube import ApiError
+        from lightkube.resources.apps_v1 import Deployment
+
+        try:
+            d = self.client.get(Deployment, deployment, namespace=self.namespace)
+        except (ApiError, TransportError):
+            return 0, 0
+        st = d.status
+        return (st.readyReplicas or 0, (d.spec.replicas if d.spec else None) or 0) if st else (0, 0)
 
     def require_leader(self) -> None:
         """For the API's writes: only the leader changes anything."""

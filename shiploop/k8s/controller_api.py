@@ -22,9 +22,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shiploop.contract import ErrorBody, Health, Rollout
+from shiploop.contract import ErrorBody, Event, Health, Rollout, ServiceStatus, Status, VersionStatus
 from shiploop.errors import ERROR_KINDS, Invalid, NotFound, ShiploopError
 from shiploop.k8s.controller import ClusterController
+from shiploop.k8s.desired import version_service
 
 MAX_HISTORY = 100
 
@@ -79,6 +80,32 @@ def create_app(ctl: ClusterController, project: str, token: str | None) -> FastA
     @app.get("/v1/health", response_model=Health)
     async def health() -> Health:
         return Health(ok=ctl.error is None, project=project, gateway="")
+
+    @app.get("/v1/events", response_model=list[Event])
+    async def events(
+        service: str | None = None,
+        limit: int = Query(100, ge=1, le=MAX_HISTORY),
+        after: int = Query(0, ge=0, le=2**63 - 1, description="only events with a larger id (for following)"),
+    ) -> list[dict[str, Any]]:
+        """The rollouts' events kept with their records (the controller records no others)."""
+        return [e for e in ctl.store.events(service, limit) if e["id"] > after]
+
+    @app.get("/v1/status", response_model=Status)
+    async def status() -> Status:
+        """The services as the routing ConfigMap has them (versions, tracks, weights) with their rollouts;
+        replicas from each version's Deployment where the controller may read it."""
+        routing = ctl.deployments.routing()
+        services = []
+        for name, versions in sorted(routing.services.items()):
+            rows = []
+            for v in versions:
+                ready, replicas = ctl.replicas(version_service(name, v.version))
+                rows.append(VersionStatus(id=v.version, track=v.track, weight=v.weight, ready=ready,
+                                          replicas=replicas, state="running" if ready else "starting"))  # fmt: skip
+            rollout = rollouts().latest_view(name)
+            services.append(ServiceStatus(name=name, versions=rows,
+                                          rollout=Rollout.model_validate(rollout) if rollout else None))  # fmt: skip
+        return Status(project=project, gateway="", generation=0, services=services)
 
     @app.post("/v1/services/{service}/rollout", dependencies=write, response_model=Rollout)
     async def start_rollout(service: str) -> dict[str, Any]:

@@ -12,12 +12,15 @@ import random
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
+from shiploop.contract import ErrorBody, Event, Health, Rollout, Status
 from shiploop.gateway.model import Cluster, Endpoint, Match, Route, RoutingState, WeightedTarget
 from shiploop.k8s.cluster_routing import ClusterRouting, deployed, parse, to_data
 from shiploop.k8s.cluster_store import ROLLOUTS_CONFIGMAP
 from shiploop.k8s.controller import ClusterController
+from shiploop.k8s.controller_api import create_app
 from shiploop.k8s.deploy import connect
 from shiploop.k8s.manifests import CONTROLLER, ROUTING_CONFIGMAP
 from shiploop.naming import RolloutState, Track, cluster_name
@@ -231,3 +234,64 @@ async def test_a_409_on_a_routing_write_reads_again_and_keeps_the_other_writers_
     assert r["row"]["state"] == RolloutState.ROLLED_BACK and r["row"]["data"]["rule"] == "harm"
     assert weights(traffic) == {STABLE: 100}
     assert cluster_name(SERVICE, CANDIDATE) not in traffic.routing().state.cluster_names()
+
+
+@in_loop
+async def test_the_api_serves_the_rollout_routes_with_the_contract_models(api: FakeKubeApi, clock: FakeClock):
+    """The routes `shiploop rollout`/`rollout status` call, over HTTP (ASGI) against the controllers."""
+    traffic = Traffic(api, clock)
+    a, b = controller(api, "pod-a", clock, traffic), controller(api, "pod-b", clock, traffic)
+    token = {"Authorization": "Bearer s3cret"}
+
+    def client(ctl: ClusterController) -> httpx.AsyncClient:
+        app = create_app(ctl, "shop", "s3cret")
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://controller")
+
+    async with client(a) as leader, client(b) as follower:
+        missing = await leader.get(f"/v1/services/{SERVICE}/rollout")
+        assert missing.status_code == 404 and ErrorBody.model_validate(missing.json()).kind == "NotFound"
+        await a.step()  # a leads and starts the candidate's rollout
+        await b.step()
+        await run_seconds(traffic, clock, [a, b], 3)
+
+        # Reads from any replica (the records are in the cluster), parsed with the CLI's models.
+        for c in (leader, follower):
+            got = Rollout.model_validate((await c.get(f"/v1/services/{SERVICE}/rollout")).json())
+            assert (got.state, got.candidate, got.baseline, got.weight) == ("progressing", CANDIDATE, STABLE, 10)
+            assert got.last is not None and got.last.candidate.requests > 0
+        history = (await follower.get(f"/v1/services/{SERVICE}/rollouts")).json()
+        assert [Rollout.model_validate(h).id for h in history] == [1]
+        assert (await leader.get("/healthz")).json() == {
+            "identity": "pod-a",
+            "leading": True,
+            "steps": 4,
+            "error": None,
+        }
+        assert Health.model_validate((await leader.get("/v1/health")).json()).ok
+
+        # Writes: the token, and only the leader.
+        no_token = await leader.post(f"/v1/services/{SERVICE}/rollout/abort")
+        assert no_token.status_code == 401 and no_token.json()["kind"] == "Unauthorized"
+        not_leader = await follower.post(f"/v1/services/{SERVICE}/rollout/abort", headers=token)
+        assert not_leader.status_code == 503 and ErrorBody.model_validate(not_leader.json()).kind == "Unavailable"
+        assert "pod-b" in not_leader.json()["error"] and "does not hold the Lease" in not_leader.json()["error"]
+        aborted = await leader.post(f"/v1/services/{SERVICE}/rollout/abort", headers=token)
+        assert aborted.status_code == 200, aborted.text
+        assert Rollout.model_validate(aborted.json()).state == "aborted"
+        assert weights(traffic) == {STABLE: 100}
+        # Nothing left to roll out: the hint is the command that places a candidate.
+        again = await leader.post(f"/v1/services/{SERVICE}/rollout", headers=token)
+        assert again.status_code == 409 and "shiploop deploy --target kubernetes" in again.json()["error"]
+        unknown = await leader.post(f"/v1/services/{SERVICE}/rollout/explode", headers=token)
+        assert unknown.status_code == 422 and unknown.json()["kind"] == "Invalid"
+        status = Status.model_validate((await follower.get("/v1/status")).json())
+        (web,) = status.services
+        assert [(v.id, v.track, v.weight) for v in web.versions] == [(STABLE, "stable", 100)]
+        assert web.rollout is not None and web.rollout.state == "aborted"
+        # `rollout --wait` follows the events: the rollout's, from its record, oldest first, with ids to follow.
+        events = [
+            Event.model_validate(e) for e in (await follower.get("/v1/events", params={"service": SERVICE})).json()
+        ]
+        assert [e.kind for e in events][0] == "rollout-started" and events[-1].kind == "rollout-aborted"
+        later = (await follower.get("/v1/events", params={"service": SERVICE, "after": events[-2].id})).json()
+        assert [e["kind"] for e in later] == ["rollout-aborted"]
