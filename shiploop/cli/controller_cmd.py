@@ -52,7 +52,12 @@ def controller(
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per API request (two a second) says nothing
     logging.getLogger("httpx").setLevel(logging.WARNING)
     name = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    token = token_file.read_text().strip() if token_file is not None else os.environ.get("SHIPLOOP_TOKEN") or None
+    token = os.environ.get("SHIPLOOP_TOKEN") or None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip() or None
+        except OSError as e:  # the Secret is optional: without it, writes are off
+            logging.getLogger("shiploop.controller").warning("no API token (%s): writes are off", e.strerror)
     client = connect(None, namespace, server=api_server)
     readings = PrometheusReadings(lambda: prometheus, project, time.time, scrape_interval_s=scrape_interval)
     ctl = ClusterController(client, namespace, name, readings, lease_s=lease_seconds, auto_start=auto_start)

@@ -23,10 +23,10 @@ from dataclasses import asdict
 from typing import Any
 
 from shiploop.k8s.configmaps import ConfigMaps, Data
+from shiploop.k8s.manifests import ROLLOUTS_CONFIGMAP
 from shiploop.naming import ACTIVE_ROLLOUT_STATES, RolloutState
 from shiploop.store import RolloutRow
 
-ROLLOUTS_CONFIGMAP = "shiploop-rollouts"
 PREFIX = "rollout-"
 MAX_EVENTS = 100
 KEEP_ENDED = 10
