@@ -144,7 +144,7 @@ class FakeKubeApi:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="fake-kube-api", daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-kube-api", daemon=True).start()
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:

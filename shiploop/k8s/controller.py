@@ -39,6 +39,7 @@ from shiploop.k8s.manifests import CONTROLLER
 from shiploop.naming import Track
 from shiploop.rollout.controller import RolloutController
 from shiploop.rollout.ports import Notifier, ReadingSource
+from shiploop.rollout.readings import ReadingUnavailable
 
 log = logging.getLogger("shiploop.controller")
 LEASE_S = 15
@@ -73,6 +74,7 @@ class ClusterController:
         self.rollouts = self._fresh_controller()
         self.leading = False
         self._resumed = False  # this term's leader has finished what the records say was left half done
+        self._said: set[str] = set()  # waiting lines logged once
         self.error: str | None = None  # the last step's failure, for /healthz; None once a step succeeds
         self.steps = 0
 
@@ -107,6 +109,11 @@ class ClusterController:
         except ShiploopError as e:
             self._failed(e)
 
+    def _waiting(self, line: str) -> None:
+        if line not in self._said:
+            self._said.add(line)
+            log.info("%s", line)
+
     def _failed(self, e: ShiploopError) -> None:
         if self.error != e.line():
             log.error("%s", e.line())
@@ -121,8 +128,20 @@ class ClusterController:
             latest = self.rollouts.latest(service)
             if latest is not None and (latest.active or latest.candidate == candidate.version):
                 continue  # running, or this candidate had its rollout already
+            stable = next(v for v in versions if v.track == Track.STABLE)
+            policy = self.deployments.deployed_policy(service, candidate.version)
+            try:
+                # Not before both versions can be read: a start that cannot take its first reading fails.
+                await self.readings.read(service, candidate.version, stable.version, policy)
+            except ReadingUnavailable as e:
+                self._waiting(f"{service}@{candidate.version} waits for its metrics to start its rollout: {e}")
+                continue
             log.info("starting the rollout of %s@%s", service, candidate.version)
-            await self.rollouts.start(service)
+            try:
+                await self.rollouts.start(service)
+            except ShiploopError as e:
+                await self.rollouts.fail_unstarted(service, f"the rollout could not start: {e.line()}")
+                raise
 
     def replicas(self, deployment: str) -> tuple[int, int]:
         """(ready, desired) replicas of a Deployment; (0, 0) when it cannot be read."""

@@ -323,6 +323,15 @@ class RolloutController:
         await self._end(r, RolloutState.PROMOTED, "promoted by hand", "by_hand", r.last or {})
         return self.view(self.get(r.id))
 
+    async def fail_unstarted(self, service: str, reason: str) -> dict[str, Any] | None:
+        """End a rollout whose start broke off before its first step (a metric source that never answered):
+        failed, with all traffic on stable, instead of pending with its first weights set and nobody judging."""
+        r = self.latest(service)
+        if r is None or r.state != RolloutState.PENDING or r.steps:
+            return None
+        await self._end(r, RolloutState.FAILED, reason, "start_failed", {})
+        return self.view(self.get(r.id))
+
     async def resume_after_restart(self) -> None:
         """A new daemon: finish what a dead one left half done; never keep an unaccounted candidate."""
         unfinished = self.store.rollouts_in((RolloutState.PROMOTING, RolloutState.ROLLING_BACK))

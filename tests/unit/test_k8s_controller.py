@@ -24,7 +24,7 @@ from shiploop.k8s.controller_api import create_app
 from shiploop.k8s.deploy import connect
 from shiploop.k8s.manifests import CONTROLLER, ROUTING_CONFIGMAP
 from shiploop.naming import RolloutState, Track, cluster_name
-from shiploop.rollout.readings import Observation, Pair, Reading
+from shiploop.rollout.readings import Observation, Pair, Reading, ReadingUnavailable
 from shiploop.spec import RolloutPolicy, ServiceSpec
 from tests.kube_api_fake import FakeKubeApi
 from tests.unit.rollout_fakes import FakeClock
@@ -55,6 +55,7 @@ class Traffic:
         self.rng = random.Random(7)
         self.error_rate: dict[str, float] = {}
         self.counts: dict[str, list[int]] = {}
+        self.answers: int | None = None  # how many more reads answer (None: all); then ReadingUnavailable
 
     def routing(self) -> ClusterRouting:
         cm = self.api.get(NS, "configmaps", ROUTING_CONFIGMAP)
@@ -72,6 +73,11 @@ class Traffic:
 
     async def read(self, service: str, candidate: str, baseline: str, policy: RolloutPolicy,
                    fresh_after: float | None = None) -> Observation:  # fmt: skip
+        if self.answers is not None:
+            if self.answers <= 0:
+                raise ReadingUnavailable("prometheus: connection refused")
+            self.answers -= 1
+
         def reading(v: str) -> Reading:
             requests, errors = self.counts.get(v, [0, 0])
             return Reading(self.clock(), requests, errors)
@@ -126,6 +132,13 @@ def in_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Non
     return run
 
 
+async def run_until_ended(traffic: Traffic, clock: FakeClock, ctls: list[ClusterController], limit_s: int = 60) -> None:
+    for _ in range(limit_s):
+        await run_seconds(traffic, clock, ctls, 1)
+        if record(traffic.api)["row"]["state"] not in ("pending", "progressing"):
+            return
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(1_800_000_000.0)
@@ -154,7 +167,7 @@ async def test_two_controllers_race_for_the_lease_and_only_the_winner_acts(api: 
     follower_writes: list[str] = []
     write = a.configmaps.change
     a.configmaps.change = lambda name, change: follower_writes.append(name) or write(name, change)  # type: ignore[method-assign]
-    await run_seconds(traffic, clock, [b, a], 60)
+    await run_until_ended(traffic, clock, [b, a])
     assert follower_writes == [] and not a.leading
     r = record(api)
     assert r["row"]["state"] == RolloutState.PROMOTED, r["row"]["outcome_reason"]
@@ -194,7 +207,7 @@ async def test_a_killed_leader_is_replaced_after_the_lease_and_the_rollout_resum
     assert [e["kind"] for e in resumed["events"]].count("rollout-resumed") == 1
     assert [e["kind"] for e in resumed["events"]].count("rollout-started") == 1
 
-    await run_seconds(traffic, clock, [b], 60)
+    await run_until_ended(traffic, clock, [b])
     done = record(api)
     assert done["row"]["state"] == RolloutState.PROMOTED, done["row"]["outcome_reason"]
     assert [s["index"] for s in done["row"]["data"]["steps"]] == [0, 1, 2]
@@ -229,7 +242,7 @@ async def test_a_409_on_a_routing_write_reads_again_and_keeps_the_other_writers_
     assert cm is not None and cm["data"]["note.txt"] == "written by another writer\n"
     assert weights(traffic) == {STABLE: 90, CANDIDATE: 10}
 
-    await run_seconds(traffic, clock, [a], 30)  # and the candidate failing 30% is rolled back
+    await run_until_ended(traffic, clock, [a], 30)  # and the candidate failing 30% is rolled back
     r = record(api)
     assert r["row"]["state"] == RolloutState.ROLLED_BACK and r["row"]["data"]["rule"] == "harm"
     assert weights(traffic) == {STABLE: 100}
@@ -295,3 +308,24 @@ async def test_the_api_serves_the_rollout_routes_with_the_contract_models(api: F
         assert [e.kind for e in events][0] == "rollout-started" and events[-1].kind == "rollout-aborted"
         later = (await follower.get("/v1/events", params={"service": SERVICE, "after": events[-2].id})).json()
         assert [e["kind"] for e in later] == ["rollout-aborted"]
+
+
+@in_loop
+async def test_a_rollout_starts_once_metrics_answer_and_a_start_that_breaks_off_fails_back_to_stable(
+    api: FakeKubeApi, clock: FakeClock
+):
+    traffic = Traffic(api, clock)
+    a = controller(api, "pod-a", clock, traffic)
+    traffic.answers = 0  # Prometheus does not answer yet: the candidate waits at 0%, no rollout
+    await run_seconds(traffic, clock, [a], 3)
+    cm = api.get(NS, "configmaps", ROLLOUTS_CONFIGMAP)
+    assert cm is not None and not cm.get("data") and weights(traffic) == {STABLE: 100, CANDIDATE: 0}
+
+    traffic.answers = 1  # it answers the look before the start, then goes away for good
+    await a.step()
+    r = record(api)
+    assert r["row"]["state"] == RolloutState.FAILED and r["row"]["data"]["rule"] == "start_failed"
+    assert "could not start" in r["row"]["outcome_reason"] and a.error is not None
+    assert weights(traffic) == {STABLE: 100}  # the 10% it had set are back on stable, the candidate out
+    await run_seconds(traffic, clock, [a], 2)
+    assert record(api)["row"]["id"] == r["row"]["id"]  # not started again
