@@ -78,5 +78,10 @@ def controller(
             server.should_exit = True
             await asyncio.gather(serving, stepping, return_exceptions=True)
             await readings.aclose()
+        if not serving.cancelled() and serving.exception() is None and not server.started:
+            raise SystemExit(f"cannot serve the controller API on {address}:{health_port}")  # e.g. the port is taken
+        for task in (serving, stepping):
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]  # a bug: the traceback, and the pod restarts
 
     asyncio.run(main())

@@ -83,11 +83,16 @@ class ClusterController:
 
     async def step(self) -> None:
         """Renew or take the Lease; the leader then starts new candidates' rollouts and judges the running ones."""
+        from httpx2 import TransportError
+
         self.steps += 1
         try:
             leads = self.leader.try_lead()
         except ShiploopError as e:
             self._failed(e)
+            leads = False
+        except TransportError as e:  # the API server unreachable: lead no more (the Lease lapses elsewhere too)
+            self._failed(Unavailable(f"cannot reach the API server for the Lease {self.namespace}/{CONTROLLER}: {e}"))
             leads = False
         if leads != self.leading:
             log.info("%s %s the Lease %s/%s", self.identity, "took" if leads else "lost", self.namespace, CONTROLLER)

@@ -43,7 +43,7 @@ def _error(status: int, kind: str, line: str) -> JSONResponse:
 
 def create_app(ctl: ClusterController, project: str, token: str | None) -> FastAPI:
     errors: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (401, 404, 409, 422, 500, 503)}
-    app = FastAPI(title="shiploop controller", version="0.1.0", responses=errors)
+    app = FastAPI(title="shiploop-controller", version="0.1.0", responses=errors)
     rollouts = lambda: ctl.rollouts  # noqa: E731 - a new leader term replaces the controller object
 
     @app.exception_handler(ShiploopError)
