@@ -140,6 +140,6 @@ def status_text(data: Mapping[str, Any], color: bool = False) -> str:
         if e:
             lines.append(
                 f"{svc['name']}: experiment #{e['id']} of {e['treatment']} is {e['state']} "
-                f'("{literal(e["hypothesis"])}"): shiploop experiment status {svc["name"]}'
+                f"(\"{literal(e['hypothesis'])}\"): shiploop experiment status {svc['name']}"
             )
     return "\n".join(lines)

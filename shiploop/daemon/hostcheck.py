@@ -33,10 +33,8 @@ class HostCheck:
             return
         shown = hosts[0].decode("latin-1")[:100] if hosts else "none"
         body = json.dumps(
-            {
-                "error": f"refused: Host {shown!r} is not this daemon's address (127.0.0.1, localhost or [::1] "
-                "with its port)"
-            }
+            {"error": f"refused: Host {shown!r} is not this daemon's address (127.0.0.1, localhost or [::1] "
+             "with its port)"}
         ).encode()
         await send(
             {

@@ -63,7 +63,9 @@ class EnvoyProcess:
         d = json.loads(text)
         # Records written before the admin API moved to a socket have no admin_socket:
         # such an Envoy can still be found and stopped by pid, not administered.
-        return cls(d["pid"], d["start_time"], Path(d.get("admin_socket", "")), Path(d["log_path"]), d.get("stats_port"))
+        return cls(
+            d["pid"], d["start_time"], Path(d.get("admin_socket", "")), Path(d["log_path"]), d.get("stats_port")
+        )
 
 
 def start_envoy(

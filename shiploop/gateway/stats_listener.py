@@ -76,7 +76,9 @@ def static_resources(port: int, admin_socket: Path) -> dict[str, Any]:
                 "connect_timeout": "1s",
                 "load_assignment": {
                     "cluster_name": ADMIN_CLUSTER,
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": str(admin_socket)}}}}]}],
+                    "endpoints": [
+                        {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": str(admin_socket)}}}}]}
+                    ],
                 },
             }
         ],

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shiploop.errors import Unavailable
+from shiploop.k8s.cluster_routing import ClusterRouting, parse
 from shiploop.k8s.diagnose import deployment_ready, diagnose
+from shiploop.k8s.manifests import ROUTING_CONFIGMAP
 
 FIELD_MANAGER = "shiploop"
 # Namespaced kinds shiploop renders (the Namespace itself is never pruned).
@@ -194,13 +196,10 @@ def wait_ready(
         sleep(poll_s)
 
 
-def current_routing(client: Any, namespace: str) -> Any:
+def current_routing(client: Any, namespace: str) -> ClusterRouting | None:
     """The routing ConfigMap's data as the cluster has it (k8s/cluster_routing.py), None before the first deploy."""
     from lightkube import ApiError
     from lightkube.resources.core_v1 import ConfigMap
-
-    from shiploop.k8s.cluster_routing import parse
-    from shiploop.k8s.manifests import ROUTING_CONFIGMAP
 
     try:
         cm = client.get(ConfigMap, ROUTING_CONFIGMAP, namespace=namespace)

@@ -148,10 +148,7 @@ def version_objects(project: str, namespace: str, v: VersionInput) -> list[Obj]:
         "resources": _resources(s.resources),
         "securityContext": container_security(),
         # A read-only root filesystem still needs a scratch directory.
-        "volumeMounts": [
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
-        ],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     deployment = {
         "apiVersion": "apps/v1",

@@ -110,7 +110,8 @@ class LoadReport:
             f"{self.method} {self.url}  target {self.target_rps:g} rps, {planned}",
             f"requests   {self.total} in {self.duration_s:.2f} s = {self.achieved_rps:.1f} rps; "
             f"ok {self.ok}, failed {self.failed}",
-            f"starts     late {self.late_starts}, max lag {lag}; connections {self.connections_opened}",
+            f"starts     late {self.late_starts}, max lag {lag}; "
+            f"connections {self.connections_opened}",
             f"status     {statuses or '-'}" + (f"  errors: {errors}" if errors else ""),
             f"{'latency':<12}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'max':>9}",
         ]

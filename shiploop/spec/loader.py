@@ -143,7 +143,9 @@ def _first_problem(exc: ValidationError, model: type[BaseModel], doc: Document, 
     explained = [explain(error, model) for error in exc.errors()]
     # A misspelt key also shows up as a missing field beside it; the typo is the real story.
     typo_parents = {loc[:-1] for loc, message, _ in explained if message.startswith("unknown field")}
-    explained = [item for item in explained if not (item[1].endswith("is missing") and item[0][:-1] in typo_parents)]
+    explained = [
+        item for item in explained if not (item[1].endswith("is missing") and item[0][:-1] in typo_parents)
+    ]
 
     def rank(item: tuple[tuple[str | int, ...], str, str | None]) -> tuple[int, int]:
         loc, message, _ = item

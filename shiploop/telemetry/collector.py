@@ -173,4 +173,4 @@ _NEEDS_ESCAPE = re.compile(r'[\\\n"]')
 def _escape(value: str) -> str:
     if _NEEDS_ESCAPE.search(value) is None:
         return value
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')

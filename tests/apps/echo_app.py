@@ -35,7 +35,6 @@ def fail_rate():
             pass
     return FAIL_RATE
 
-
 lock = threading.Lock()
 served = {"requests": 0, "errors": 0}
 

@@ -56,6 +56,8 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
+
+
 def weights(page: Any) -> dict[str, int]:
     """track -> weight as the services page shows it now."""
     return dict(

@@ -181,7 +181,9 @@ def test_daemon_killed_mid_rollout_loses_nothing_and_the_rollout_goes_on(project
 def test_envoy_killed_mid_rollout_rolls_back_as_lost_evidence(project: Project):
     project.set_env("echo", {"GREETING": "second candidate"})
     project.cli("rollout", "echo")
-    wait_until(lambda: project.versions("echo").get("canary", {}).get("weight", 0) > 0, 30, interval=0.3, what="step 1")
+    wait_until(
+        lambda: project.versions("echo").get("canary", {}).get("weight", 0) > 0, 30, interval=0.3, what="step 1"
+    )
     envoy = project.envoy_info()
     assert envoy is not None
     api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"

@@ -30,6 +30,8 @@ POLICY = f"""rollout:
 """
 
 
+
+
 def rollout_state(project: Project) -> dict[str, Any]:
     """What `shiploop rollout status echo --json` prints, from the API."""
     return dict(project.api_get("/v1/services/echo/rollout"))

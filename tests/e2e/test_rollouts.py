@@ -25,6 +25,8 @@ FAST_POLICY = """rollout:
 """
 
 
+
+
 def rollout_state(project: Project) -> dict[str, Any]:
     """What `shiploop rollout status echo --json` prints, from the API."""
     return dict(project.api_get("/v1/services/echo/rollout"))

@@ -132,7 +132,7 @@ def deploy_canary(p: Plane, greeting: str, weight: int = 20) -> str:
     ("command", "env", "message"),
     [
         ("[/nonexistent/bin]", "{}", "cannot start '/nonexistent/bin'"),
-        ("[python, -c, \"print('bad config: no DB', flush=True); import sys; sys.exit(3)\"]", "{}", "no DB"),
+        ('[python, -c, "print(\'bad config: no DB\', flush=True); import sys; sys.exit(3)"]', "{}", "no DB"),
         ("[python, app.py]", '{"NOT_READY": "1"}', "not healthy on /healthz"),
     ],
     ids=["no-such-binary", "starts-then-crashes", "never-healthy"],

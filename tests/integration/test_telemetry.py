@@ -101,9 +101,8 @@ def test_daemon_and_envoy_metrics_during_a_canary(project: Project):
     files = project.root / ".shiploop" / "prometheus"
     replicas = json.loads((files / "replicas.json").read_text())
     labels = sorted((g["labels"]["version"], g["labels"]["track"], g["labels"]["replica"]) for g in replicas)
-    assert labels == sorted(
-        [(stable, "stable", "0"), (stable, "stable", "1"), (canary, "canary", "0"), (canary, "canary", "1")]
-    )
+    assert labels == sorted([(stable, "stable", "0"), (stable, "stable", "1"), (canary, "canary", "0"),
+                             (canary, "canary", "1")])
     for g in replicas:
         assert g["labels"]["service"] == "echo"
         assert httpx.get(f"http://{g['targets'][0]}/metrics").status_code == 200

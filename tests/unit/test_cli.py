@@ -296,7 +296,6 @@ def test_the_status_fast_path_steps_aside_when_it_cannot_answer(monkeypatch, tmp
     (tmp_path / ".shiploop" / "daemon.json").write_text('{"pid": 1, "start_time": 1, "api_port": 5000}')
     answers = [OSError("refused"), (503, b'{"kind": "Unavailable"}'), (200, b"<html>"), (200, b'{"x": 1}')]
     for answer in answers:
-
         def fake_exchange(*args, answer=answer):
             if isinstance(answer, Exception):
                 raise answer

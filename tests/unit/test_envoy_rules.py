@@ -62,7 +62,7 @@ def test_durations_outside_envoys_range_are_refused(seconds: float):
     [
         ("  - regex: '^/look(?=ahead).*'\n", "invalid perl operator"),
         ("  - prefix: /a/\n    timeout: 1000000000000s\n", "outside what Envoy accepts"),
-        ('  - prefix: /a/\n    headers: {x-user: "a\\nb"}\n', "invalid header value"),
+        ("  - prefix: /a/\n    headers: {x-user: \"a\\nb\"}\n", "invalid header value"),
         ("  - prefix: /a/\n    retries: {per_try_timeout: 0.0001}\n", "outside what Envoy accepts"),
         ("outlier_detection: {interval: 20000000000}\n", "outside what Envoy accepts"),
     ],

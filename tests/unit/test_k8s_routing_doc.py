@@ -47,13 +47,8 @@ STATE = RoutingState(
             Match(prefix="/signup"),
             (WeightedTarget("web_aaa", 100, "web@aaa"),),
             assignment=Assignment(
-                "exp-7",
-                "web",
-                "cookie",
-                "shiploop_uid",
-                50.0,
-                WeightedTarget("web_aaa", 100, "web@aaa"),
-                WeightedTarget("web_bbb", 100, "web@bbb"),
+                "exp-7", "web", "cookie", "shiploop_uid", 50.0,
+                WeightedTarget("web_aaa", 100, "web@aaa"), WeightedTarget("web_bbb", 100, "web@bbb"),
             ),  # fmt: skip
         ),
     ),
