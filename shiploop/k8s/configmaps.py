@@ -17,6 +17,8 @@ from shiploop.errors import Conflict, NotFound, Unavailable
 CONFLICT = 409
 NOT_FOUND = 404
 ATTEMPTS = 8
+# Its own name in managedFields: `deploy` applies (server-side, manager `shiploop`) the same ConfigMaps.
+FIELD_MANAGER = "shiploop-controller"
 
 Data = dict[str, str]
 
@@ -62,7 +64,8 @@ class ConfigMaps:
                 return new
             cm.data = new
             try:
-                self.client.replace(cm, namespace=self.namespace)  # carries the resourceVersion read
+                # Carries the resourceVersion read: a write that raced another is refused with 409.
+                self.client.replace(cm, namespace=self.namespace, field_manager=FIELD_MANAGER)
                 return new
             except ApiError as e:
                 if e.status.code == CONFLICT:

@@ -237,7 +237,8 @@ async def test_a_409_on_a_routing_write_reads_again_and_keeps_the_other_writers_
     api.before_put = deploy_writes_first
     await a.step()  # starts the rollout: its first write is the step's weight
     assert other_writes == [1] and a.configmaps.conflicts == 1
-    assert ("PUT", f"/api/v1/namespaces/{NS}/configmaps/{ROUTING_CONFIGMAP}?fieldManager=shiploop", 409) in api.requests
+    path = f"/api/v1/namespaces/{NS}/configmaps/{ROUTING_CONFIGMAP}?fieldManager=shiploop-controller"
+    assert ("PUT", path, 409) in api.requests
     cm = api.get(NS, "configmaps", ROUTING_CONFIGMAP)
     assert cm is not None and cm["data"]["note.txt"] == "written by another writer\n"
     assert weights(traffic) == {STABLE: 90, CANDIDATE: 10}
