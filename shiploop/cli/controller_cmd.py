@@ -36,6 +36,10 @@ def controller(
     api_server: Annotated[
         str | None, typer.Option("--api-server", help="an API server URL, e.g. `kubectl proxy`'s (default: in-cluster)")
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="serve the API over https with this PEM certificate")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="its PEM key")] = None,
     auto_start: Annotated[
         bool, typer.Option("--auto-start/--no-auto-start", help="start a rollout for every candidate deploy placed")
     ] = True,
@@ -62,7 +66,15 @@ def controller(
     readings = PrometheusReadings(lambda: prometheus, project, time.time, scrape_interval_s=scrape_interval)
     ctl = ClusterController(client, namespace, name, readings, lease_s=lease_seconds, auto_start=auto_start)
     app = create_app(ctl, project, token)
-    server = uvicorn.Server(uvicorn.Config(app, host=address, port=health_port, log_level="warning", lifespan="off"))
+    # With TLS the CLI can point at it as at a remote daemon (SHIPLOOP_URL=https://..., SHIPLOOP_CA=the cert).
+    if (tls_cert or tls_key) and not (tls_cert and tls_key and tls_cert.is_file() and tls_key.is_file()):
+        # The Secret is optional in the rendered pod: without it the API is plain http (port-forward only).
+        logging.getLogger("shiploop.controller").warning("no TLS certificate and key at %s, %s: serving http",
+                                                         tls_cert, tls_key)  # fmt: skip
+        tls_cert = tls_key = None
+    config = uvicorn.Config(app, host=address, port=health_port, log_level="warning", lifespan="off",
+                            ssl_certfile=tls_cert, ssl_keyfile=tls_key)  # fmt: skip
+    server = uvicorn.Server(config)
 
     async def main() -> None:
         stop = asyncio.Event()

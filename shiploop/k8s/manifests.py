@@ -28,6 +28,8 @@ ROUTING_KEY = "routing.json"
 ROLLOUTS_CONFIGMAP = "shiploop-rollouts"  # the controller's rollout records (k8s/cluster_store.py)
 TOKEN_SECRET = "shiploop-controller-token"  # the API's write token (key `token`); created by hand, optional
 TOKEN_DIR = "/etc/shiploop/token"
+TLS_SECRET = "shiploop-controller-tls"  # the API's certificate (a kubernetes.io/tls Secret); optional
+TLS_DIR = "/etc/shiploop/tls"
 XDS_DIR = "/xds"
 ROUTING_DIR = "/etc/shiploop/routing"
 STATS_PORT = 9902  # Envoy's stats-only listener (gateway/stats_listener.py): GET /metrics
@@ -345,6 +347,10 @@ def controller_objects(project: str, namespace: str, shiploop_image: str, promet
             str(CONTROLLER_HEALTH_PORT),
             "--token-file",
             f"{TOKEN_DIR}/token",
+            "--tls-cert",
+            f"{TLS_DIR}/tls.crt",
+            "--tls-key",
+            f"{TLS_DIR}/tls.key",
         ],
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "ports": [{"name": "health", "containerPort": CONTROLLER_HEALTH_PORT, "protocol": "TCP"}],
@@ -355,6 +361,7 @@ def controller_objects(project: str, namespace: str, shiploop_image: str, promet
         "volumeMounts": [
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
         ],
     }
     deployment = {
@@ -379,6 +386,8 @@ def controller_objects(project: str, namespace: str, shiploop_image: str, promet
                         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
                         # Optional: without it the API's writes are off (reads and the rollouts still run).
                         {"name": "token", "secret": {"secretName": TOKEN_SECRET, "optional": True}},
+                        # Optional too: without it the API is plain http (reach it through port-forward).
+                        {"name": "tls", "secret": {"secretName": TLS_SECRET, "optional": True}},
                     ],
                 },
             },

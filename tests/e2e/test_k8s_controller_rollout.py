@@ -5,7 +5,8 @@
 - a file synced from the routing ConfigMap stands in for the kubelet's ConfigMap volume;
 - REAL: the gateway agent (`shiploop agent`) driving a real Envoy from that file, a real
   Prometheus scraping Envoy's stats listener, open-loop load through Envoy, the two versions
-  as real processes, and `shiploop controller` itself as a process, judging from Prometheus.
+  as real processes, `shiploop controller` itself as a process, judging from Prometheus, and the
+  CLI (`rollout status`, `status`) pointed at its API over https as at a remote daemon.
 
 The candidate fails 30% of its requests: the controller takes the Lease, starts the rollout deploy
 placed at 0%, moves traffic to it through the ConfigMap, sees the harm in Prometheus's counts and rolls
@@ -15,7 +16,9 @@ back; Envoy serves only stable again. Its API answers `rollout status` with the 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,6 +33,7 @@ import pytest
 import yaml
 
 from shiploop.contract import Rollout
+from shiploop.daemon.remote import _generate as generate_certificate
 from shiploop.gateway.envoy import envoy_binary
 from shiploop.gateway.model import Cluster, Endpoint, Match, Route, RoutingState, WeightedTarget
 from shiploop.k8s.agent import write_atomically
@@ -141,19 +145,32 @@ def test_the_controller_rolls_back_a_failing_candidate_through_the_routing_confi
     wait_until(lambda: served_by() == Counter({f"{SERVICE}@{STABLE}": 10}), 20, what="envoy serving stable")
     wait_until(lambda: _ready(parts["prometheus"]), 20, what="prometheus ready")
     api_port = free_port()
+    workdir: Path = parts["workdir"]
+    cert, key, token_file = workdir / "cert.pem", workdir / "key.pem", workdir / "token"
+    generate_certificate(cert, key, ["127.0.0.1", "localhost"])
+    token_file.write_text(TOKEN)
     controller = [sys.executable, "-m", "shiploop.cli", "controller", "--namespace", NS,
                   "--prometheus", parts["prometheus"], "--project", PROJECT, "--scrape-interval", "1",
                   "--health-port", str(api_port), "--address", "127.0.0.1", "--identity", "pod-a",
-                  "--api-server", parts["api_url"], "--interval", "0.5"]  # fmt: skip
+                  "--api-server", parts["api_url"], "--interval", "0.5", "--token-file", str(token_file),
+                  "--tls-cert", str(cert), "--tls-key", str(key)]  # fmt: skip
     with background_load(f"http://127.0.0.1:{gw.port}/x", rps=RPS) as load:
         load.wait_until(lambda r: r.total >= RPS, 10)
         proc = gw.start(*controller, log="controller.log")
         try:
             wait_until(lambda: (r := record(api)) and r["row"]["state"] == RolloutState.ROLLED_BACK, 30,
                        interval=0.2, what="the controller rolling the candidate back")  # fmt: skip
-            base = f"http://127.0.0.1:{api_port}"
-            status = Rollout.model_validate(httpx.get(f"{base}/v1/services/{SERVICE}/rollout", timeout=5).json())
-            refused = httpx.post(f"{base}/v1/services/{SERVICE}/rollout/abort", timeout=5)
+            base = f"https://127.0.0.1:{api_port}"
+            with httpx.Client(verify=ssl.create_default_context(cafile=cert), timeout=5) as http:
+                status = Rollout.model_validate(http.get(f"{base}/v1/services/{SERVICE}/rollout").json())
+                refused = http.post(f"{base}/v1/services/{SERVICE}/rollout/abort")
+            # The CLI itself, pointed at the controller as at a remote daemon.
+            env = dict(os.environ, SHIPLOOP_URL=base, SHIPLOOP_TOKEN=TOKEN, SHIPLOOP_CA=str(cert))
+            cli = [sys.executable, "-m", "shiploop.cli"]
+            shown = subprocess.run([*cli, "rollout", "status", SERVICE, "--json"], env=env, cwd=workdir,
+                                   capture_output=True, text=True, timeout=30)  # fmt: skip
+            listed = subprocess.run([*cli, "status", "--json"], env=env, cwd=workdir,
+                                    capture_output=True, text=True, timeout=30)  # fmt: skip
         finally:
             terminate_group(proc.pid, 5)
             proc.wait(timeout=10)
@@ -174,6 +191,12 @@ def test_the_controller_rolls_back_a_failing_candidate_through_the_routing_confi
     # The API: `rollout status` as the contract's model; a write without the token refused.
     assert (status.state, status.candidate, status.baseline) == (RolloutState.ROLLED_BACK, CANDIDATE, STABLE)
     assert refused.status_code == 401 and refused.json()["kind"] == "Unauthorized"
+    assert shown.returncode in (0, 3), shown.stdout + shown.stderr  # 3: `rollout` says "rolled back" this way
+    cli_view = Rollout.model_validate(json.loads(shown.stdout))
+    assert (cli_view.state, cli_view.candidate) == (RolloutState.ROLLED_BACK, CANDIDATE)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    (web,) = json.loads(listed.stdout)["services"]
+    assert [(v["id"], v["track"], v["weight"]) for v in web["versions"]] == [(STABLE, "stable", 100)]
     assert "took the Lease" in log
 
 
