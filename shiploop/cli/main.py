@@ -22,6 +22,7 @@ from rich.table import Table
 
 from shiploop.cli.agent_cmd import agent
 from shiploop.cli.client import DaemonClient, segment
+from shiploop.cli.controller_cmd import controller
 from shiploop.cli.dashboard_cmd import dashboard
 from shiploop.cli.dev import dev
 from shiploop.cli.experiment import experiment_app
@@ -687,6 +688,7 @@ app.add_typer(token_app, name="token")
 app.command()(build)
 app.command()(render)
 app.command()(agent)
+app.command()(controller)
 app.command()(intercept)
 app.command()(intercepts)
 app.command()(dev)

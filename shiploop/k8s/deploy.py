@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shiploop.errors import Unavailable
+from shiploop.k8s.cluster_routing import ClusterRouting, parse
 from shiploop.k8s.diagnose import deployment_ready, diagnose
+from shiploop.k8s.manifests import ROUTING_CONFIGMAP
 
 FIELD_MANAGER = "shiploop"
 # Namespaced kinds shiploop renders (the Namespace itself is never pruned).
@@ -194,6 +196,23 @@ def wait_ready(
         sleep(poll_s)
 
 
+def current_routing(client: Any, namespace: str) -> ClusterRouting | None:
+    """The routing ConfigMap's data as the cluster has it (k8s/cluster_routing.py), None before the first deploy."""
+    from lightkube import ApiError
+    from lightkube.resources.core_v1 import ConfigMap
+
+    try:
+        cm = client.get(ConfigMap, ROUTING_CONFIGMAP, namespace=namespace)
+    except ApiError as e:
+        if e.status.code == 404:
+            return None
+        refused = f"{e.status.code} {e.status.reason}: {e.status.message}"
+        raise Unavailable(
+            f"the API server refused to get ConfigMap/{ROUTING_CONFIGMAP}: {refused}", hint="kubectl auth can-i --list"
+        ) from None
+    return parse(dict(cm.data or {}), f"ConfigMap {namespace}/{ROUTING_CONFIGMAP}")
+
+
 def deploy(
     client: Any,
     objects: list[dict[str, Any]],
@@ -201,16 +220,18 @@ def deploy(
     project: str,
     *,
     timeout_s: float,
+    keep: set[str] | None = None,
     say: Callable[[str], None] = lambda _: None,
     **wait: Any,
 ) -> DeployResult:
+    """`keep`: "Kind/name" of objects not applied now that prune must leave (a canary's stable)."""
     result = DeployResult()
     result.applied = apply_all(client, objects)
     say(f"applied {len(result.applied)} objects to namespace {namespace} (server-side apply, field manager shiploop)")
-    result.pruned = prune(client, namespace, project, set(result.applied))
+    result.pruned = prune(client, namespace, project, set(result.applied) | (keep or set()))
     if result.pruned:
         say("pruned " + ", ".join(result.pruned))
-    # A Deployment scaled to 0 (the controller, not implemented yet) has nothing to wait for.
+    # A Deployment scaled to 0 (by a profile or a template) has nothing to wait for.
     waiting = [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment" and o["spec"].get("replicas", 1) > 0]
     result.ready = wait_ready(client, namespace, waiting, timeout_s, say=say, **wait)
     return result

@@ -6,8 +6,8 @@ Every write is a replace carrying the resourceVersion it read, so of two
 candidates racing for the same Lease the API server lets one win and answers
 the other 409 Conflict (which loses, and tries again next time).
 
-The building block of the in-cluster controller (not built yet): it would act
-only while `try_lead()` says it leads.
+The in-cluster controller (k8s/controller.py) acts only while `try_lead()`
+says it leads, and calls it before every step.
 """
 
 from __future__ import annotations

@@ -11,9 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from shiploop.gateway.model import RoutingState
 from shiploop.images.dockerfile import RUN_AS_UID
-from shiploop.k8s import routing_doc
 from shiploop.k8s.desired import GATEWAY_PORT, SERVICE_PORT, version_service
 from shiploop.k8s.profiles import ServiceSettings
 from shiploop.naming import Track
@@ -27,6 +25,11 @@ GATEWAY = "shiploop-gateway"
 CONTROLLER = "shiploop-controller"
 ROUTING_CONFIGMAP = "shiploop-routing"
 ROUTING_KEY = "routing.json"
+ROLLOUTS_CONFIGMAP = "shiploop-rollouts"  # the controller's rollout records (k8s/cluster_store.py)
+TOKEN_SECRET = "shiploop-controller-token"  # the API's write token (key `token`); created by hand, optional
+TOKEN_DIR = "/etc/shiploop/token"
+TLS_SECRET = "shiploop-controller-tls"  # the API's certificate (a kubernetes.io/tls Secret); optional
+TLS_DIR = "/etc/shiploop/tls"
 XDS_DIR = "/xds"
 ROUTING_DIR = "/etc/shiploop/routing"
 STATS_PORT = 9902  # Envoy's stats-only listener (gateway/stats_listener.py): GET /metrics
@@ -173,12 +176,13 @@ def version_objects(project: str, namespace: str, v: VersionInput) -> list[Obj]:
     return [deployment, *_service_and_budget(name, namespace, labels, selector)]
 
 
-def routing_configmap(project: str, namespace: str, state: RoutingState) -> Obj:
+def routing_configmap(project: str, namespace: str, data: dict[str, str]) -> Obj:
+    """`data`: the routing document and the deployments beside it (k8s/cluster_routing.py to_data)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(ROUTING_CONFIGMAP, namespace, common_labels(project, "routing")),
-        "data": {ROUTING_KEY: routing_doc.dumps(state)},
+        "data": data,
     }
 
 
@@ -278,15 +282,16 @@ def gateway_objects(project: str, namespace: str, replicas: int, envoy_image: st
 
 
 def controller_objects(project: str, namespace: str, shiploop_image: str, prometheus_url: str) -> list[Obj]:
-    """The rollout controller and what it may do: read and write the routing ConfigMap and its own Lease,
-    read Deployments and Pods (readiness), record Events. Nothing cluster-wide, no Secrets."""
+    """The rollout controller (`shiploop controller`) and what it may do: read and write the routing
+    ConfigMap, its records' ConfigMap and its own Lease, read Deployments and Pods (readiness), record
+    Events. Nothing cluster-wide, no Secrets (its API token is a mounted file)."""
     labels = {**common_labels(project, "controller"), "app.kubernetes.io/name": CONTROLLER}
     selector = {"app.kubernetes.io/name": CONTROLLER}
     rules = [
         {
             "apiGroups": [""],
             "resources": ["configmaps"],
-            "resourceNames": [ROUTING_CONFIGMAP],
+            "resourceNames": [ROUTING_CONFIGMAP, ROLLOUTS_CONFIGMAP],
             "verbs": ["get", "watch", "update", "patch"],
         },
         {
@@ -312,7 +317,13 @@ def controller_objects(project: str, namespace: str, shiploop_image: str, promet
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CONTROLLER},
         "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER, "namespace": namespace}],
     }
-    # Rendered so the Role can name it (create cannot be limited to one name).
+    # Rendered so the Role can name them (create cannot be limited to one name). Apply never touches
+    # the records' data: server-side apply owns only the fields it sends, and it sends none.
+    records = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(ROLLOUTS_CONFIGMAP, namespace, labels),
+    }
     lease = {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
@@ -330,28 +341,36 @@ def controller_objects(project: str, namespace: str, shiploop_image: str, promet
             namespace,
             "--prometheus",
             prometheus_url,
+            "--project",
+            project,
             "--health-port",
             str(CONTROLLER_HEALTH_PORT),
+            "--token-file",
+            f"{TOKEN_DIR}/token",
+            "--tls-cert",
+            f"{TLS_DIR}/tls.crt",
+            "--tls-key",
+            f"{TLS_DIR}/tls.key",
         ],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "ports": [{"name": "health", "containerPort": CONTROLLER_HEALTH_PORT, "protocol": "TCP"}],
         "readinessProbe": _http_probe("/healthz", "health", 5, 2, 3),
         "livenessProbe": _http_probe("/healthz", "health", 10, 2, 6),
         "resources": _small_resources(),
         "securityContext": container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+        ],
     }
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(
-            CONTROLLER,
-            namespace,
-            labels,
-            # Not built yet: scaled to 0 so applying these manifests starts nothing that cannot run.
-            {f"{LABEL}/note": "the in-cluster controller (shiploop controller) is not implemented yet"},
-        ),
+        "metadata": _meta(CONTROLLER, namespace, labels),
         "spec": {
-            "replicas": 0,
+            # Two candidates for the Lease: one acts, the other takes over within its 15 s.
+            "replicas": 2,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector},
             "template": {
@@ -363,7 +382,13 @@ def controller_objects(project: str, namespace: str, shiploop_image: str, promet
                     "enableServiceLinks": False,
                     "securityContext": pod_security(),
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                    "volumes": [
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                        # Optional: without it the API's writes are off (reads and the rollouts still run).
+                        {"name": "token", "secret": {"secretName": TOKEN_SECRET, "optional": True}},
+                        # Optional too: without it the API is plain http (reach it through port-forward).
+                        {"name": "tls", "secret": {"secretName": TLS_SECRET, "optional": True}},
+                    ],
                 },
             },
         },
@@ -372,6 +397,7 @@ def controller_objects(project: str, namespace: str, shiploop_image: str, promet
         _service_account(project, namespace, CONTROLLER, "controller", True),
         role,
         binding,
+        records,
         lease,
         deployment,
     ]

@@ -19,9 +19,11 @@ import yaml
 from shiploop.images.build import LOCAL_REGISTRY, current_image
 from shiploop.images.registry import Registry
 from shiploop.k8s import gateway_api, manifests, templates
+from shiploop.k8s.cluster_routing import ClusterRouting, DeployedVersion, deployed, to_data
 from shiploop.k8s.desired import initial_state
 from shiploop.k8s.manifests import Obj, VersionInput
 from shiploop.k8s.profiles import Chosen, choose, namespace, settings
+from shiploop.naming import Track
 from shiploop.spec import ProjectSpec
 
 TARGETS = ("kubernetes", "gateway-api")
@@ -32,6 +34,7 @@ class Rendered:
     objects: list[Obj]
     profile: Chosen
     namespace: str
+    versions: tuple[VersionInput, ...] = ()  # what was rendered: each service's current version
 
 
 def _shiploop_version() -> str:
@@ -86,15 +89,19 @@ def render(
     if target == "gateway-api":
         labels = manifests.common_labels(project.name, "routing")
         objects += gateway_api.http_routes(state, project.name, ns, manifests.GATEWAY, labels)
-        return Rendered(objects, chosen, ns)
+        return Rendered(objects, chosen, ns, tuple(versions))
     registry = profile.registry or project.registry or LOCAL_REGISTRY
     shiploop_image = profile.shiploop_image or f"{registry.rstrip('/')}/shiploop:{_shiploop_version()}"
     envoy_image = profile.envoy_image or f"envoyproxy/envoy:{manifests.ENVOY_VERSION}"
-    objects.append(manifests.routing_configmap(project.name, ns, state))
+    # The controller's view beside the agent's document: every version stable with all of its traffic.
+    placed: dict[str, tuple[DeployedVersion, ...]] = {
+        v.spec.name: (deployed(v.spec, v.version, Track.STABLE, 100),) for v in versions
+    }
+    objects.append(manifests.routing_configmap(project.name, ns, to_data(ClusterRouting(state, placed))))
     objects += manifests.gateway_objects(project.name, ns, profile.gateway_replicas, envoy_image, shiploop_image)
     objects += manifests.controller_objects(project.name, ns, shiploop_image, profile.prometheus)
     objects += manifests.network_policies(project.name, ns)
-    return Rendered(objects, chosen, ns)
+    return Rendered(objects, chosen, ns, tuple(versions))
 
 
 class _Dumper(yaml.SafeDumper):

@@ -21,11 +21,10 @@ from shiploop.errors import Conflict, NotFound, ShiploopError, Unavailable
 from shiploop.naming import ACTIVE_ROLLOUT_STATES, RolloutState, Track
 from shiploop.rollout.core import Move, Verdict, apply, judge
 from shiploop.rollout.notify import HttpNotifier
-from shiploop.rollout.ports import Deployments, Notifier, ReadingSource
+from shiploop.rollout.ports import Deployments, Notifier, ReadingSource, RolloutStore
 from shiploop.rollout.readings import Observation, Reading, ReadingUnavailable
 from shiploop.rollout.record import RolloutRecord
 from shiploop.rollout.view import rollout_view
-from shiploop.store import Store
 
 EVAL_INTERVAL_S = 1.0
 # The state a rollout passes through while its traffic moves, and the event it ends with.
@@ -41,7 +40,7 @@ _ENDED_EVENT = {
 class RolloutController:
     def __init__(
         self,
-        store: Store,
+        store: RolloutStore,
         deployments: Deployments,
         readings: ReadingSource,
         notifier: Notifier | None = None,
@@ -322,6 +321,15 @@ class RolloutController:
     async def promote_now(self, service: str) -> dict[str, Any]:
         r = self._current(service)
         await self._end(r, RolloutState.PROMOTED, "promoted by hand", "by_hand", r.last or {})
+        return self.view(self.get(r.id))
+
+    async def fail_unstarted(self, service: str, reason: str) -> dict[str, Any] | None:
+        """End a rollout whose start broke off before its first step (a metric source that never answered):
+        failed, with all traffic on stable, instead of pending with its first weights set and nobody judging."""
+        r = self.latest(service)
+        if r is None or r.state != RolloutState.PENDING or r.steps:
+            return None
+        await self._end(r, RolloutState.FAILED, reason, "start_failed", {})
         return self.view(self.get(r.id))
 
     async def resume_after_restart(self) -> None:

@@ -7,12 +7,40 @@ as `ReadingSource`, and HTTP hooks as `Notifier`. Tests pass fakes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from shiploop.rollout.readings import Observation
 from shiploop.spec import Alert, RolloutPolicy, ServiceSpec, Webhook
-from shiploop.store import DeploymentRow
+from shiploop.store import DeploymentRow, RolloutRow
+
+
+class RolloutStore(Protocol):
+    """Where the records live: the daemon's SQLite (store.Store), or a ConfigMap in a cluster (k8s/cluster_store.py)."""
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def rollout(self, rollout_id: int) -> RolloutRow | None: ...
+
+    def rollouts(self, service: str, limit: int = 20) -> list[RolloutRow]: ...
+
+    def rollouts_in(self, states: Iterable[str]) -> list[RolloutRow]: ...
+
+    def insert_rollout(self, service: str, candidate: str, baseline: str, state: str, data: str, now: float) -> int: ...
+
+    def update_rollout(
+        self, rollout_id: int, state: str, step: int, data: str, updated_at: float, outcome_reason: str | None
+    ) -> None: ...
+
+    def event(
+        self,
+        service: str | None,
+        kind: str,
+        message: str,
+        evidence: dict[str, Any] | None = None,
+        ts: float | None = None,
+    ) -> None: ...
 
 
 class Deployments(Protocol):

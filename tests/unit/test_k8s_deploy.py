@@ -138,7 +138,7 @@ def test_deploy_applies_exactly_what_render_prints_prunes_the_rest_and_waits(api
     assert set(result.ready) == {
         o["metadata"]["name"] for o in objects if o["kind"] == "Deployment" and o["spec"]["replicas"] > 0
     }
-    assert "shiploop-controller" not in result.ready  # scaled to 0 until the in-cluster controller exists
+    assert "shiploop-controller" in result.ready  # the in-cluster controller runs (shiploop controller)
 
 
 def test_a_crashing_version_is_one_line_with_its_last_log_line(api: RecordedApiServer):

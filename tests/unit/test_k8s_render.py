@@ -234,3 +234,17 @@ if __name__ == "__main__":
         path = GOLDEN / f"shop-{target}-prod.yaml"
         path.write_text(to_yaml(shop_objects(target)))
         print("wrote", path)
+
+
+def test_every_volume_mount_names_a_volume_of_its_pod():
+    """The API server refuses a pod whose container mounts a volume the pod does not have (the schemas
+    cannot tell: they check shapes, not references)."""
+    for target in ("kubernetes", "gateway-api"):
+        for obj in shop_objects(target):
+            if obj["kind"] != "Deployment":
+                continue
+            pod = obj["spec"]["template"]["spec"]
+            volumes = {v["name"] for v in pod.get("volumes", [])}
+            for c in pod.get("initContainers", []) + pod["containers"]:
+                for m in c.get("volumeMounts", []):
+                    assert m["name"] in volumes, (obj["metadata"]["name"], c["name"], m["name"])
