@@ -3,7 +3,6 @@ behind, hand changes do not fight an automatic rollout."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -101,7 +100,8 @@ def test_failed_up_on_the_readopt_path_leaves_serving_replicas_alone(project: Pr
 
 
 def rollout_of(project: Project) -> dict[str, Any]:
-    return dict(json.loads(project.cli("rollout", "status", "echo", "--json").stdout))
+    """What `shiploop rollout status echo --json` prints, from the API (no CLI process)."""
+    return dict(project.api_get("/v1/services/echo/rollout"))
 
 
 def test_hand_changes_during_a_rollout_are_refused_unless_forced(project: Project):
