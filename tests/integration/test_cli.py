@@ -211,6 +211,9 @@ def test_ctrl_c_on_rollout_wait_says_the_rollout_goes_on(project: Project):
 
     try:
         wait_until(lambda: rollout_state() == "progressing", 60, interval=0.3, what="the rollout to progress")
+        # Watching, not still starting it: the watcher prints the rollout's events as it follows it
+        # (a Ctrl-C while the CLI reads the POST's answer exits 130 without the message).
+        wait_until(lambda: any("started" in ln for ln in watcher.lines), 30, what="the watcher to follow the rollout")
         code, _, err = watcher.interrupt()
         assert code == 130
         assert "goes on" in err and "shiploop rollout status echo --wait" in err and "Traceback" not in err
