@@ -176,6 +176,7 @@ def test_logs_n_0_prints_nothing_and_follow_sees_new_replicas(project: Project):
     project.cli("rollback", "echo")
 
 
+@pytest.mark.slow  # 20-50 s: with `make test`, not `make test-fast`
 def test_events_show_the_timeline_with_evidence_and_follow(project: Project):
     # A past of its own, whichever tests ran before it on this worker.
     project.cli("route", "echo", "--header", "x-user=bo", "--to", "stable")
@@ -223,6 +224,7 @@ def test_ctrl_c_on_rollout_wait_says_the_rollout_goes_on(project: Project):
         project.cli("rollout", "abort", "echo", check=False)
 
 
+@pytest.mark.slow  # 20-50 s: with `make test`, not `make test-fast`
 def test_logs_and_events_read_from_disk_with_the_daemon_down(tmp_path: Path):
     p = start_project(tmp_path / "down")
     try:
