@@ -125,9 +125,12 @@ def take_down(p: Project) -> None:
     wait for the daemon to exit): a CLI process per teardown cost ~1 s of CPU, and the
     command itself is run where it is the subject (test_supervision, test_controlplane_daemon,
     test_examples). Anything else (no daemon, or one that does not answer) goes through
-    the command, which ends what the store recorded without a daemon."""
-    procs = p.recorded_processes() if (p.root / ".shiploop" / "state.db").exists() else []
-    if not _down_through_api(p):
+    the command, which ends what the store recorded without a daemon; with no store there
+    is nothing it would stop."""
+    stored = (p.root / ".shiploop" / "state.db").exists()
+    procs = p.recorded_processes() if stored else []
+    # Without a store and a daemon the command has nothing to stop ("shiploop was not running").
+    if not _down_through_api(p) and stored:
         p.cli("down", check=False)
     assert p.running(procs) == [], "down left processes behind"
 
