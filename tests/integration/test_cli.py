@@ -273,7 +273,7 @@ def test_every_read_only_hint_works_against_a_real_daemon(project: Project):
     from tests.unit.test_cli import collect_hints
 
     stable = project.versions("echo")["stable"]["id"]
-    # 35 hints are 8 distinct command lines: each runs once (a CLI process costs ~1 s of CPU
+    # 36 hints are 8 distinct command lines: each runs once (a CLI process costs ~1 s of CPU
     # under load), and a failure names every place that prints it.
     where_of: dict[tuple[str, ...], list[str]] = {}
     for where, hint in collect_hints():
