@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +26,12 @@ def agent(
     ] = False,
 ) -> None:
     """Keep Envoy's xDS files in step with a routing-state document (run inside the gateway pod)."""
+    # Here, not at the top: every `shiploop` command imports this module, and asyncio (with ssl
+    # and logging) is ~5% of the CPU of importing the CLI, which only `agent` needs.
+    import asyncio
+    import logging
+    import signal
+
     from shiploop.k8s.agent import Agent, serve_health
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

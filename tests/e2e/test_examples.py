@@ -65,9 +65,7 @@ class Shop:
         return [row[0] for row in self.db(f"SELECT port FROM replicas WHERE service = '{service}'")]
 
 
-@pytest.fixture
-def shop(tmp_path: Path) -> Iterator[Shop]:
-    root = tmp_path / "shop"
+def start_shop(root: Path) -> Iterator[Shop]:
     shutil.copytree(SHOP, root, ignore=shutil.ignore_patterns(".shiploop", "__pycache__"))
     port = free_port()
     for name in ("shiploop.yaml", "web/service.yaml"):  # web calls api through the gateway's port
@@ -79,6 +77,18 @@ def shop(tmp_path: Path) -> Iterator[Shop]:
         yield s
     finally:
         subprocess.run([*CLI, "down"], cwd=root, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    """One shop for the tests that only read it or count their own requests (an `up` of the
+    shop and its `down` cost ~12 s under load): test_down_leaves_no_process has its own."""
+    yield from start_shop(tmp_path_factory.mktemp("shop") / "shop")
+
+
+@pytest.fixture
+def own_shop(tmp_path: Path) -> Iterator[Shop]:
+    yield from start_shop(tmp_path / "shop")
 
 
 def metrics(url: str) -> dict[tuple[str, str], float]:
@@ -121,30 +131,42 @@ def test_signup_goes_web_gateway_api(shop: Shop) -> None:
     assert direct.json()["version"] == api
 
 
+def api_totals(shop: Shop, api: str) -> dict[str, float]:
+    """api's counters added up straight from each of its replicas (each counts its own requests)."""
+    total: dict[str, float] = {}
+    for port in shop.replica_ports("api"):
+        for (name, version), value in metrics(f"http://127.0.0.1:{port}/metrics").items():
+            assert version == api
+            total[name] = total.get(name, 0) + value
+    return total
+
+
 def test_metrics_expose_the_counters(shop: Shop) -> None:
     web, api = shop.stable("web"), shop.stable("api")
+    # The shop is shared with the module's other tests: this one counts what its own requests add.
+    web_before = metrics(f"{shop.url}/metrics")  # web has one replica: its counts are exact
+    api_before = api_totals(shop, api)
     httpx.get(f"{shop.url}/", timeout=5)
     httpx.post(f"{shop.url}/signup", data={"email": "ana@example.com"}, timeout=10)
     for _ in range(10):
         assert httpx.get(f"{shop.url}/api/checkout", timeout=5).status_code == 200
     assert httpx.post(f"{shop.url}/api/checkout", timeout=5).status_code == 200
 
-    web_metrics = metrics(f"{shop.url}/metrics")  # web has one replica: its counts are exact
-    assert web_metrics[("shop_visits_total", web)] == 1
-    assert web_metrics[("shop_signups_total", web)] == 1
-    assert web_metrics[("shop_signup_errors_total", web)] == 0
+    web_metrics = metrics(f"{shop.url}/metrics")
+
+    def added(name: str) -> float:
+        return web_metrics[(name, web)] - web_before.get((name, web), 0)
+
+    assert (added("shop_visits_total"), added("shop_signups_total")) == (1, 1)
+    assert added("shop_signup_errors_total") == 0
 
     names = {name for name, version in metrics(f"{shop.url}/api/metrics") if version == api}
     assert names == {"api_requests_total", "shop_checkout_total", "shop_checkout_errors_total"}
-    # api has two replicas, each counting its own requests: add them up straight from each replica.
-    total: dict[str, float] = {}
-    for port in shop.replica_ports("api"):
-        for (name, version), value in metrics(f"http://127.0.0.1:{port}/metrics").items():
-            assert version == api
-            total[name] = total.get(name, 0) + value
-    assert total["shop_checkout_total"] == 11
-    assert total["shop_checkout_errors_total"] == 0
-    assert total["api_requests_total"] >= 12  # the checkouts and web's signup
+    total = api_totals(shop, api)
+    grew = {name: total[name] - api_before.get(name, 0) for name in total}
+    assert grew["shop_checkout_total"] == 11
+    assert grew["shop_checkout_errors_total"] == 0
+    assert grew["api_requests_total"] >= 12  # the checkouts and web's signup
 
 
 def _alive(pid: int, start_time: int | None = None) -> bool:
@@ -169,7 +191,8 @@ def _processes_under(root: Path) -> list[int]:
     return found
 
 
-def test_down_leaves_no_process(shop: Shop) -> None:
+def test_down_leaves_no_process(own_shop: Shop) -> None:
+    shop = own_shop
     daemon = json.loads((shop.root / ".shiploop" / "daemon.json").read_text())
     envoy = json.loads(shop.db("SELECT value FROM kv WHERE key = 'envoy'")[0][0])
     replicas = shop.db("SELECT pid, start_time FROM replicas")

@@ -176,6 +176,7 @@ def test_logs_n_0_prints_nothing_and_follow_sees_new_replicas(project: Project):
     project.cli("rollback", "echo")
 
 
+@pytest.mark.slow  # 20-50 s: with `make test`, not `make test-fast`
 def test_events_show_the_timeline_with_evidence_and_follow(project: Project):
     # A past of its own, whichever tests ran before it on this worker.
     project.cli("route", "echo", "--header", "x-user=bo", "--to", "stable")
@@ -198,26 +199,32 @@ def test_events_show_the_timeline_with_evidence_and_follow(project: Project):
 def test_ctrl_c_on_rollout_wait_says_the_rollout_goes_on(project: Project):
     project.set_env("echo", {"GREETING": "rolled"})
     watcher = Spawned(project, "rollout", "echo", "--wait")
+
+    def rollout_state() -> str | None:
+        # What `shiploop rollout status echo --json` prints, from the API: polled through the
+        # CLI this cost two processes every 0.3 s (tests/integration/test_cli.py's hints run it).
+        try:
+            return str(project.api_get("/v1/services/echo/rollout")["state"])
+        except httpx.HTTPStatusError as e:
+            if e.response.status_code == 404:  # no rollout yet
+                return None
+            raise
+
     try:
-        wait_until(
-            lambda: (
-                project.cli("rollout", "status", "echo", "--json", check=False).returncode == 0
-                and json.loads(project.cli("rollout", "status", "echo", "--json").stdout)["state"] == "progressing"
-            ),
-            60,
-            interval=0.3,
-            what="the rollout to progress",
-        )
+        wait_until(lambda: rollout_state() == "progressing", 60, interval=0.3, what="the rollout to progress")
+        # Watching, not still starting it: the watcher prints the rollout's events as it follows it
+        # (a Ctrl-C while the CLI reads the POST's answer exits 130 without the message).
+        wait_until(lambda: any("started" in ln for ln in watcher.lines), 30, what="the watcher to follow the rollout")
         code, _, err = watcher.interrupt()
         assert code == 130
         assert "goes on" in err and "shiploop rollout status echo --wait" in err and "Traceback" not in err
-        state = json.loads(project.cli("rollout", "status", "echo", "--json").stdout)["state"]
-        assert state == "progressing"
+        assert rollout_state() == "progressing"
     finally:
         watcher.interrupt()
         project.cli("rollout", "abort", "echo", check=False)
 
 
+@pytest.mark.slow  # 20-50 s: with `make test`, not `make test-fast`
 def test_logs_and_events_read_from_disk_with_the_daemon_down(tmp_path: Path):
     p = start_project(tmp_path / "down")
     try:
@@ -266,13 +273,18 @@ def test_every_read_only_hint_works_against_a_real_daemon(project: Project):
     from tests.unit.test_cli import collect_hints
 
     stable = project.versions("echo")["stable"]["id"]
-    ran = []
+    # 36 hints are 8 distinct command lines: each runs once (a CLI process costs ~1 s of CPU
+    # under load), and a failure names every place that prints it.
+    where_of: dict[tuple[str, ...], list[str]] = {}
     for where, hint in collect_hints():
         args = hint.split(" && ")[0].replace("web", "echo").replace("3f9c2a1b7d04", stable).split()
         if args[0] not in READ_ONLY and args[:2] != ["rollout", "status"]:
             continue  # changes state; parsed by tests/unit/test_cli.py
+        where_of.setdefault(tuple(args), []).append(where)
+    ran = []
+    for args, where in where_of.items():
         r = project.cli(*args, check=False)
-        if args[:2] == ["rollout", "status"]:
+        if args[:2] == ("rollout", "status"):
             # Exit codes of a rollout's outcome with --wait (0, 3, 4), or none to show yet.
             assert r.returncode in (0, 3, 4) or "no rollout yet" in r.stderr, (where, r)
         else:

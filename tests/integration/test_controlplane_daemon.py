@@ -3,7 +3,6 @@ behind, hand changes do not fight an automatic rollout."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -60,6 +59,7 @@ def test_deploy_that_cannot_start_exits_2_and_changes_nothing(project: Project):
     assert promote.returncode == 2 and "no canary" in promote.stderr
 
 
+@pytest.mark.slow  # 20-50 s: with `make test`, not `make test-fast`
 def test_failed_up_on_the_readopt_path_leaves_serving_replicas_alone(project: Project):
     project.cli("up", "--detach", "--port", str(project.port))
     replicas = [(int(p), int(s)) for p, s in project._query("SELECT pid, start_time FROM replicas")]
@@ -101,9 +101,11 @@ def test_failed_up_on_the_readopt_path_leaves_serving_replicas_alone(project: Pr
 
 
 def rollout_of(project: Project) -> dict[str, Any]:
-    return dict(json.loads(project.cli("rollout", "status", "echo", "--json").stdout))
+    """What `shiploop rollout status echo --json` prints, from the API (no CLI process)."""
+    return dict(project.api_get("/v1/services/echo/rollout"))
 
 
+@pytest.mark.slow  # 20-50 s: with `make test`, not `make test-fast`
 def test_hand_changes_during_a_rollout_are_refused_unless_forced(project: Project):
     project.cli("up", "--detach", "--port", str(project.port))
     project.set_env("echo", {"GREETING": "v2"})
@@ -138,6 +140,7 @@ def test_hand_changes_during_a_rollout_are_refused_unless_forced(project: Projec
     project.cli("route", "echo", "--weight", "stable=100")
 
 
+@pytest.mark.slow  # 20-50 s: with `make test`, not `make test-fast`
 def test_up_after_a_rollback_serves_the_last_stable_and_says_the_tree_differs(project: Project):
     project.cli("up", "--detach", "--port", str(project.port))
     stable = project.versions("echo")["stable"]["id"]
@@ -152,6 +155,7 @@ def test_up_after_a_rollback_serves_the_last_stable_and_says_the_tree_differs(pr
     assert served_by(f"{project.url}/echo/x", 10) == Counter({stable: 10})
 
 
+@pytest.mark.slow  # 20-50 s: with `make test`, not `make test-fast`
 def test_failed_readoption_with_envoy_alive_keeps_serving_and_says_so(project: Project):
     project.cli("up", "--detach", "--port", str(project.port))
     stable = project.versions("echo")["stable"]["id"]

@@ -151,6 +151,7 @@ def project(project: Project) -> Project:
     return project
 
 
+@pytest.mark.slow  # 20-50 s: with `make test`, not `make test-fast`
 def test_random_config_is_refused_cleanly_or_served_exactly_never_wedged(project: Project):
     project.cli("up", "--detach", "--port", str(project.port))
     api = Api(project)
