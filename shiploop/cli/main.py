@@ -563,8 +563,18 @@ def rollout_cmd(
                 )
         except ShiploopError:
             pass  # no traffic measured yet: nothing to warn about
-        with console.status(f"starting the candidate of {service}..."):
-            r = c.post(Rollout, f"/v1/services/{segment(service)}/rollout")
+        try:
+            with console.status(f"starting the candidate of {service}..."):
+                r = c.post(Rollout, f"/v1/services/{segment(service)}/rollout")
+        except KeyboardInterrupt:
+            # The request may have reached the daemon: say where to look, not that nothing happened.
+            err.print(
+                f"interrupted while the rollout of {service} was starting; it may have started. See: "
+                f"shiploop rollout status {service} (or stop it: shiploop rollout abort {service})",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(130) from None
         if not wait:
             emit_json(r) if as_json else console.print(
                 f"rollout #{r.id}: {service}@{r.candidate} against {r.baseline}, {r.state}; "

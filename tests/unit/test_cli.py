@@ -339,3 +339,20 @@ def test_status_names_a_running_experiment_and_the_command_for_its_details():
         'web: experiment #3 of bbbbbbbbbbbb is running ("one field raises signups"): shiploop experiment status web'
         in text
     ), text
+
+
+def test_ctrl_c_while_a_rollout_starts_says_it_may_have_started(capsys, monkeypatch):
+    from shiploop.cli import main
+    from shiploop.errors import Unavailable
+
+    class InterruptedDuringThePost:  # stands in for the daemon client: Ctrl-C lands while the POST is answered
+        def get(self, *_: object) -> None:
+            raise Unavailable("no traffic measured yet")
+
+        def post(self, *_: object) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(main, "client", InterruptedDuringThePost)
+    code, _, stderr = run(capsys, "rollout", "shop", "--wait")
+    assert code == 130 and "Traceback" not in stderr
+    assert "it may have started" in stderr and "shiploop rollout status shop" in stderr, stderr
