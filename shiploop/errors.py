@@ -69,3 +69,11 @@ ERROR_KINDS: dict[str, type[ShiploopError]] = {
     cls.__name__: cls
     for cls in (ShiploopError, Invalid, NotFound, Conflict, GatewayRejected, GatewayTimeout, Unavailable)
 }
+
+
+def error_kind(exc: ShiploopError) -> str:
+    """The taxonomy name of an error: its own class or the nearest one above that this module defines."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in ERROR_KINDS and ERROR_KINDS[cls.__name__] is cls:
+            return cls.__name__
+    return "ShiploopError"

@@ -44,7 +44,7 @@ from shiploop.contract import (
 )
 from shiploop.daemon.hand_guard import guard_hand_change
 from shiploop.daemon.remote import caller
-from shiploop.errors import ERROR_KINDS, Conflict, Invalid, NotFound, ShiploopError, Unavailable
+from shiploop.errors import Conflict, Invalid, NotFound, ShiploopError, Unavailable, error_kind
 from shiploop.naming import Track
 from shiploop.paths import ProjectPaths
 from shiploop.rollout.controller import RolloutController
@@ -56,14 +56,6 @@ MAX_EVENTS = 10_000
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 404, 409, 422, 500, 502, 503, 504)
 }
-
-
-def error_kind(exc: ShiploopError) -> str:
-    """The taxonomy name of an error: its own class or the nearest one errors.py defines."""
-    for cls in type(exc).__mro__:
-        if cls.__name__ in ERROR_KINDS and ERROR_KINDS[cls.__name__] is cls:
-            return cls.__name__
-    return "ShiploopError"
 
 
 def error_response(status: int, kind: str, line: str) -> JSONResponse:

@@ -23,18 +23,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shiploop.contract import ErrorBody, Event, Health, Rollout, ServiceStatus, Status, VersionStatus
-from shiploop.errors import ERROR_KINDS, Invalid, NotFound, ShiploopError
+from shiploop.errors import Invalid, NotFound, ShiploopError, error_kind
 from shiploop.k8s.controller import ClusterController
 from shiploop.k8s.desired import version_service
 
 MAX_HISTORY = 100
-
-
-def _kind(exc: ShiploopError) -> str:
-    for cls in type(exc).__mro__:
-        if cls.__name__ in ERROR_KINDS and ERROR_KINDS[cls.__name__] is cls:
-            return cls.__name__
-    return "ShiploopError"
 
 
 def _error(status: int, kind: str, line: str) -> JSONResponse:
@@ -48,7 +41,7 @@ def create_app(ctl: ClusterController, project: str, token: str | None) -> FastA
 
     @app.exception_handler(ShiploopError)
     async def user_error(_: Request, exc: ShiploopError) -> JSONResponse:
-        return _error(exc.http_status, _kind(exc), exc.line())
+        return _error(exc.http_status, error_kind(exc), exc.line())
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
