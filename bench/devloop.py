@@ -131,6 +131,24 @@ class Gateway:
 # -- 1. save -> served ----------------------------------------------------------------------------------
 
 
+def alternating_blocks(
+    direct: Gateway, through: Gateway, name: str, header: dict[str, str], requests: int
+) -> dict[str, list[float]]:
+    """Sequential GETs straight to the app (`/`) and through the route (`/api/`, named `name`), in
+    alternating blocks of 100 on one keep-alive connection each: both see the same machine moments."""
+    times: dict[str, list[float]] = {"direct": [], name: []}
+    for _ in range(50):  # warm both connections and Envoy
+        direct.get("/", header)
+        through.get("/api/", header)
+    for _ in range(max(1, requests // 100)):
+        for key, client, path in (("direct", direct, "/"), (name, through, "/api/")):
+            for _ in range(100):
+                t0 = time.perf_counter()
+                client.get(path, header)
+                times[key].append(time.perf_counter() - t0)
+    return times
+
+
 def save_to_served(p: Project, edits: int) -> dict[str, Any]:
     dev = p.spawn("dev", "api", "--as", "bench")
     app = p.root / "api" / "app.py"
@@ -176,16 +194,7 @@ def intercept_overhead(p: Project, requests: int, work: Path) -> dict[str, Any]:
         header = {"x-bench": "1"}
         status, label = through.get("/api/", header)
         assert status == 200 and label.startswith("api@intercept:"), (status, label)
-        times: dict[str, list[float]] = {"direct": [], "gateway": []}
-        for _ in range(50):  # warm both connections and Envoy
-            direct.get("/", {})
-            through.get("/api/", header)
-        for _ in range(max(1, requests // 100)):
-            for name, client, path in (("direct", direct, "/"), ("gateway", through, "/api/")):
-                for _ in range(100):
-                    t0 = time.perf_counter()
-                    client.get(path, header)
-                    times[name].append(time.perf_counter() - t0)
+        times = alternating_blocks(direct, through, "gateway", header, requests)
     finally:
         icpt.stop()
         app.stop()
@@ -320,16 +329,7 @@ def _tunnel_numbers(gateway: str, port: int, release: Path, requests: int) -> di
             raise RuntimeError("the tunnelled route never served")
         time.sleep(0.05)
     direct, through = Gateway(direct_url), Gateway(gateway)
-    times: dict[str, list[float]] = {"direct": [], "tunnel": []}
-    for _ in range(50):
-        direct.get("/", header)
-        through.get("/api/", header)
-    for _ in range(max(1, requests // 100)):
-        for name, client, path in (("direct", direct, "/"), ("tunnel", through, "/api/")):
-            for _ in range(100):
-                t0 = time.perf_counter()
-                client.get(path, header)
-                times[name].append(time.perf_counter() - t0)
+    times = alternating_blocks(direct, through, "tunnel", header, requests)
     out: dict[str, Any] = {name: summary(t) for name, t in times.items()}
     out["added_ms"] = {q: out["tunnel"][f"{q}_ms"] - out["direct"][f"{q}_ms"] for q in ("p50", "p90", "p99")}
     out["throughput"] = {}
