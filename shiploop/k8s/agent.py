@@ -30,6 +30,7 @@ from shiploop.gateway import render
 from shiploop.gateway.admin import EnvoyAdmin
 from shiploop.gateway.publisher import Publisher
 from shiploop.k8s import routing_doc
+from shiploop.k8s.ticking import every
 
 log = logging.getLogger("shiploop.agent")
 ADMIN_SOCKET = "admin.sock"
@@ -125,12 +126,7 @@ class Agent:
                 log.error("%s", e.line())
 
     async def run(self, interval_s: float, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self.step()
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-            except TimeoutError:
-                pass
+        await every(interval_s, self.step, stop)
         if self._admin is not None:
             await self._admin.close()
 

@@ -36,6 +36,7 @@ from shiploop.k8s.cluster_store import ClusterRolloutStore
 from shiploop.k8s.configmaps import ConfigMaps
 from shiploop.k8s.lease import LeaseLeader
 from shiploop.k8s.manifests import CONTROLLER
+from shiploop.k8s.ticking import every
 from shiploop.naming import Track
 from shiploop.rollout.controller import RolloutController
 from shiploop.rollout.ports import Notifier, ReadingSource
@@ -170,9 +171,4 @@ class ClusterController:
             )
 
     async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
-        while not stop.is_set():
-            await self.step()
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-            except TimeoutError:
-                pass
+        await every(interval_s, self.step, stop)
