@@ -91,9 +91,15 @@ def test_identical_candidate_is_promoted_through_every_step(project: Project):
 
 @pytest.mark.slow
 def test_good_candidate_is_promoted_when_a_baseline_replica_restarts_mid_rollout(project: Project):
-    """Issue 6 item 10: an endpoint change updates the cluster in place, and Envoy then starts its 5xx
+    """Issue 6 item 10: an endpoint change updates the cluster in place, and Envoy may then start its 5xx
     counter and latency histogram again from zero (requests carry on). The old controller read that
-    as lost evidence ("envoy restarted") and rolled a good candidate back, naming no real cause."""
+    as lost evidence ("envoy restarted") and rolled a good candidate back, naming no real cause.
+
+    Whether Envoy starts them again is a race inside Envoy (the old cluster's stats are freed before
+    or after the new cluster takes them): alone it happened in every run, under CI's load it once did
+    not. So the rule itself is pinned by the fake-clock unit tests
+    (tests/unit/test_rollout_controller.py, "rebased"); here the real restart must not cost the
+    promotion, and a rebase, when Envoy made one, must name the counter that went down."""
     policy = FAST_POLICY.replace("min_step: 3s", "min_step: 8s")
     project.add_service("echo", "/echo/", extra=policy)
     project.cli("up", "--detach", "--port", str(project.port))
@@ -111,9 +117,10 @@ def test_good_candidate_is_promoted_when_a_baseline_replica_restarts_mid_rollout
     assert r.returncode == 0 and outcome["state"] == "promoted", outcome["reason"]
     api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
     events = httpx.get(f"{api}/v1/events", params={"service": "echo", "limit": 500}).json()
-    assert any(e["kind"] == "rollout-rebased" and "went down" in e["message"] for e in events), [
-        (e["kind"], e["message"]) for e in events if e["kind"].startswith("rollout-")
-    ]
+    crashed = [e for e in events if e["kind"] == "replica-crashed"]
+    assert any(f"echo@{stable}#0" in e["message"] for e in crashed), [(e["kind"], e["message"]) for e in events]
+    rebased = [e["message"] for e in events if e["kind"] == "rollout-rebased"]
+    assert all("went down" in m and "evidence so far kept" in m for m in rebased), rebased
 
 
 @pytest.mark.slow
