@@ -9,6 +9,7 @@ treatment the canary); the next tick records the experiment as ended by hand.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -60,6 +61,10 @@ class ExperimentController:
         self._last_point: dict[int, float] = {}
         self._last_app_read: dict[int, float] = {}
         self.skipped_lines = 0
+        # A stop by hand and the tick's own decisions are taken one at a time: the tick reads the
+        # running experiments, then awaits; a stop that ended one meanwhile was overwritten as
+        # "ended by hand" by the stale row (seen once in the suite: discarded -> ended).
+        self._deciding = asyncio.Lock()
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -171,25 +176,29 @@ class ExperimentController:
         return status
 
     async def stop(self, service: str, ship: bool) -> dict[str, Any]:
-        row = self.store.running_experiment(service)
-        if row is None:
-            raise NotFound(f"{service} has no experiment running", hint=f"see: shiploop experiment history {service}")
-        self._fold()
-        status, _ = evaluate(self.store, row, self.clock())
-        verdict = Verdict(
-            ExperimentDecision.SHIP if ship else ExperimentDecision.STOP,
-            "Shipped by hand." if ship else "Discarded by hand.",
-        )
-        await self._end(row, "shipped" if ship else "discarded", verdict, status)
+        async with self._deciding:
+            row = self.store.running_experiment(service)
+            if row is None:
+                raise NotFound(
+                    f"{service} has no experiment running", hint=f"see: shiploop experiment history {service}"
+                )
+            self._fold()
+            status, _ = evaluate(self.store, row, self.clock())
+            verdict = Verdict(
+                ExperimentDecision.SHIP if ship else ExperimentDecision.STOP,
+                "Shipped by hand." if ship else "Discarded by hand.",
+            )
+            await self._end(row, "shipped" if ship else "discarded", verdict, status)
         return self.status(service)
 
     # -- every tick --------------------------------------------------------------------------------
 
     async def tick(self) -> None:
-        self._fold()
-        for row in self.store.running_experiments():
-            await self._read_app_counters(row)
-            await self._judge(row)
+        async with self._deciding:
+            self._fold()
+            for row in self.store.running_experiments():
+                await self._read_app_counters(row)
+                await self._judge(row)
 
     def _fold(self) -> None:
         """Read Envoy's new log lines into the store, with the position, in one transaction."""
