@@ -23,8 +23,12 @@ class EnvoyAdmin:
     def __init__(self, socket_path: Path, timeout_s: float = 2.0) -> None:
         self.socket_path = socket_path
         self.address = f"unix:{socket_path}"
+        # Plain HTTP on a unix socket: no CA bundle to load (40 ms a client) and no proxy from the environment.
         self._client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(socket_path)), base_url="http://envoy-admin", timeout=timeout_s
+            transport=httpx.AsyncHTTPTransport(uds=str(socket_path), verify=False),
+            base_url="http://envoy-admin",
+            timeout=timeout_s,
+            trust_env=False,
         )
 
     async def close(self) -> None:

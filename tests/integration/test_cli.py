@@ -106,6 +106,7 @@ def test_the_cli_imports_neither_fastapi_nor_the_server():
     assert not heavy, f"the status fast path must not load typer, pydantic, rich or psutil: {heavy[:5]}"
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_up_port_0_serves_on_a_free_port(project: Project):
     port = int(project.url.rsplit(":", 1)[1])
     assert port > 0
@@ -113,6 +114,7 @@ def test_up_port_0_serves_on_a_free_port(project: Project):
     assert r.status_code == 200
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_status_shows_where_everything_is_and_never_cuts_ids(project: Project):
     stable = project.versions("echo")["stable"]["id"]
     for columns in ("80", "40"):
@@ -158,6 +160,7 @@ def test_a_failed_deploy_prints_a_logs_hint_that_works(project: Project):
     assert "boom" in logs.stdout
 
 
+@pytest.mark.slow  # over 2.5 s alone: with `make test`, not `make test-fast`
 def test_logs_n_0_prints_nothing_and_follow_sees_new_replicas(project: Project):
     assert project.cli("logs", "echo", "-n", "0").stdout == ""
     follower = Spawned(project, "logs", "echo", "-f", "-n", "0")
@@ -196,6 +199,7 @@ def test_events_show_the_timeline_with_evidence_and_follow(project: Project):
     assert code == 0 and "header-route: x-user: ana" in out, out
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_ctrl_c_on_rollout_wait_says_the_rollout_goes_on(project: Project):
     project.set_env("echo", {"GREETING": "rolled"})
     watcher = Spawned(project, "rollout", "echo", "--wait")
@@ -240,6 +244,7 @@ def test_logs_and_events_read_from_disk_with_the_daemon_down(tmp_path: Path):
     assert r.returncode == 2 and "no version matching 'nosuch'" in r.stderr
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_the_readme_path_init_anywhere_then_hello_without_a_slash(tmp_path: Path):
     # README: `shiploop init ~/demo` outside the checkout, `up`, then curl /hello (no slash) reaches the service.
     p = Project(tmp_path / "demo")
@@ -269,6 +274,7 @@ def test_status_watch_redraws_until_ctrl_c(project: Project):
 READ_ONLY = {"status", "logs", "versions", "events", "history"}
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_every_read_only_hint_works_against_a_real_daemon(project: Project):
     from tests.unit.test_cli import collect_hints
 

@@ -84,6 +84,7 @@ def test_ctrl_c_prints_the_summary_so_far(server: _Counting):
     assert sent >= 20 and "ok " in out
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_progress_shows_live_on_a_terminal(server: _Counting):
     master, slave = pty.openpty()
     proc = subprocess.Popen([*SHIPLOOP, "load", url_of(server), "--rps", "40", "--duration", "2s"],

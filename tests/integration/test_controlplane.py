@@ -133,7 +133,8 @@ def deploy_canary(p: Plane, greeting: str, weight: int = 20) -> str:
     [
         ("[/nonexistent/bin]", "{}", "cannot start '/nonexistent/bin'"),
         ('[python, -c, "print(\'bad config: no DB\', flush=True); import sys; sys.exit(3)"]', "{}", "no DB"),
-        ("[python, app.py]", '{"NOT_READY": "1"}', "not healthy on /healthz"),
+        # waits out the readiness deadline: with `make test`, not `make test-fast`
+        pytest.param("[python, app.py]", '{"NOT_READY": "1"}', "not healthy on /healthz", marks=pytest.mark.slow),
     ],
     ids=["no-such-binary", "starts-then-crashes", "never-healthy"],
 )
@@ -199,6 +200,7 @@ def test_a_change_envoy_rejects_changes_nothing_and_says_why(plane: Plane, monke
     assert plane.served(20) == Counter({canary: 20})
 
 
+@pytest.mark.slow  # over 2.5 s alone: with `make test`, not `make test-fast`
 def test_a_change_envoy_never_confirms_changes_nothing(plane: Plane, monkeypatch: pytest.MonkeyPatch):
     plane.start()
     stable = plane.version(Track.STABLE)

@@ -42,6 +42,7 @@ def served_by(url: str, n: int) -> Counter[str]:
     return seen
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_deploy_that_cannot_start_exits_2_and_changes_nothing(project: Project):
     project.cli("up", "--detach", "--port", str(project.port))
     stable = project.versions("echo")["stable"]["id"]

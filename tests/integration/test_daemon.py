@@ -138,6 +138,7 @@ def test_crashed_replica_is_restarted_and_recorded(project: Project):
     wait_until(lambda: project.versions("echo")["stable"]["ready"] == 2, 15, what="replicas restarted")
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_cli_errors_are_one_line_and_exit_2(project: Project):
     not_running = project.cli("status", check=False)
     assert not_running.returncode == 2

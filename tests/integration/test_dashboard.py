@@ -49,6 +49,7 @@ def signed_in(project: Project) -> tuple[httpx.Client, str]:
     return c, session["csrf"]
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_login_code_opens_an_httponly_strict_session_once(project: Project):
     url = login_url(project)
     first = httpx.get(url)
@@ -126,6 +127,7 @@ def test_dashboard_pages_follow_the_host_check(project: Project):
         assert "http://" not in f.read_text() and "https://" not in f.read_text(), f.name
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_traffic_series_shows_the_load_sent(project: Project):
     report = run_load_sync(LoadSpec(f"{project.url}/echo/x", rps=50, duration_s=3))
     base = api(project)
@@ -140,6 +142,7 @@ def test_traffic_series_shows_the_load_sent(project: Project):
     assert counted() == report.total  # Envoy counted every request, in exactly one bin
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_overview_lists_personal_routes_until_released(project: Project):
     base = api(project)
     auth = {"Authorization": f"Bearer {(project.root / '.shiploop' / 'token').read_text().strip()}"}

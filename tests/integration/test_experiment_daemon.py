@@ -70,6 +70,7 @@ def _visit(client: httpx.Client, cookie: str | None, events: str = "") -> tuple[
     return r.json()["version"], cookie or r.cookies["shiploop_uid"]
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project: Project) -> None:
     # An experiment whose candidate differs only in an env var: the versions are told apart by their ids.
     svc = project.root / "shop"

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from shiploop.gateway.assignment import CONTROL, TREATMENT, arm_of
 from shiploop.gateway.gateway import Gateway
@@ -33,6 +34,7 @@ def _log_lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_units_stick_events_are_logged_and_stripped_other_routes_untouched(tmp_path, loop, spawn_app):
     control, treatment = spawn_app("c1", service="shop"), spawn_app("t1", service="shop")
     # The other service runs on the control's process (one app less to start): Envoy still

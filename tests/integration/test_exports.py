@@ -49,6 +49,7 @@ def test_promtool_accepts_the_exported_alert_rules(project: Project):
     assert out.read_text() == alert_rules()  # what `alerts export` prints without --out
 
 
+@pytest.mark.slow  # over 2.5 s alone: with `make test`, not `make test-fast`
 def test_dashboards_export_writes_an_overview_and_one_per_service_whose_queries_parse(project: Project):
     tool = promtool()
     said = project.cli("dashboards", "export").stdout

@@ -56,6 +56,7 @@ def versions_of(client: httpx.Client, url: str, n: int, headers: dict[str, str] 
     return seen
 
 
+@pytest.mark.slow  # over 2.5 s alone: with `make test`, not `make test-fast`
 def test_weighted_split_is_within_binomial_bounds(gateway, loop, spawn_app):
     a, b = spawn_app("a"), spawn_app("b")
     port = free_port()
@@ -134,6 +135,7 @@ def test_rejected_config_is_reported_and_previous_keeps_serving(gateway, loop, s
     loop.run_until_complete(gateway.publish(good))
 
 
+@pytest.mark.slow  # over 2.5 s alone: with `make test`, not `make test-fast`
 def test_retries_hide_flaky_upstream_and_are_needed(gateway, loop, spawn_app):
     flaky = spawn_app("flaky", FAIL_RATE="0.3")
     port = free_port()

@@ -107,6 +107,7 @@ def manifest(registry: str, service: str, tag: str) -> dict[str, object]:
         return json.loads(answer.read())
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_first_build_pushes_second_skips_a_change_gives_a_new_tag(box: Path, registry: str, tmp_path: Path):
     storage = tmp_path / "buildah"
     _, out = shiploop(box, "build", "box", "--push", "--registry", registry, storage=storage)

@@ -180,6 +180,7 @@ def cluster_requests(p: Project, cluster: str) -> int:
     return asyncio.run(read())
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_two_developers_at_once_each_see_only_their_own_process_and_the_rollout_evidence_none(project, clis, killed):
     p = project
     stable = stable_version(p)
@@ -216,6 +217,7 @@ def test_two_developers_at_once_each_see_only_their_own_process_and_the_rollout_
     assert answer(p, {"x-user": "bo"}) == "bo-laptop"
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_a_second_claim_is_refused_with_owner_and_expiry_and_takeover_works(project, clis):
     p = project
     first = intercept(p, clis, "x-user=eve", "eve-1")
@@ -272,6 +274,7 @@ def test_dev_mode_serves_the_working_tree_to_its_header_and_reports_save_to_serv
     assert answer(p, dev) == stable  # released on exit
 
 
+@pytest.mark.slow  # over 2.5 s alone: with `make test`, not `make test-fast`
 def test_kill_9_of_the_cli_removes_its_route_within_10_s(project, killed):
     p = project
     killed.poller.join(timeout=max(0.0, 16 - (time.monotonic() - killed.at)))

@@ -89,6 +89,7 @@ def gateway(spawn_app: Callable[..., App]) -> Iterator[tuple[Gateway, dict[str, 
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_envoy_follows_weight_changes_in_the_routing_document(gateway: tuple[Gateway, dict[str, int]]):
     gw, ports = gateway
 

@@ -31,6 +31,7 @@ SKIPPED = {
 }
 
 
+@pytest.mark.slow  # over 2.5 s alone: with `make test`, not `make test-fast`
 @pytest.mark.skipif(CHECKOV is None, reason="needs checkov (make test installs it into .venv-checkov)")
 def test_checkov_finds_nothing_unexplained_in_the_rendered_shop(tmp_path: Path):
     project = load_project(ROOT / "examples" / "shop")

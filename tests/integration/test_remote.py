@@ -31,6 +31,10 @@ from tests.netns import Hosts, Unsupported
 
 API_PORT = 7443
 
+# Two network namespaces, a shared host and a developer: 45 s for the module, with `make test`,
+# not `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 @dataclass
 class Shared:

@@ -38,6 +38,7 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_state_directory_is_0700_and_its_files_0600(project: Project):
     state = project.root / ".shiploop"
     assert mode(state) == 0o700
@@ -100,6 +101,7 @@ def listening_tcp_ports(pid: int) -> set[int]:
     return ports
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_envoy_admin_is_a_private_socket_and_our_reads_still_work(project: Project):
     recorded = project.envoy_info()
     assert recorded is not None

@@ -69,6 +69,7 @@ def serves(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_envoy_killed_or_quit_is_restarted_within_2s_and_counted(project: Project):
     project.cli("up", "--detach", "--port", str(project.port))
     url = f"{project.url}/echo/x"
@@ -114,6 +115,7 @@ def test_envoy_killed_or_quit_is_restarted_within_2s_and_counted(project: Projec
     assert "envoy restarted 2 time(s)" in project.cli("status").stdout
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_store_refusing_writes_degrades_supervision_then_recovers(project: Project):
     state = project.root / ".shiploop"
     project.cli("up", "--detach", "--port", str(project.port))
@@ -162,6 +164,7 @@ def test_store_refusing_writes_degrades_supervision_then_recovers(project: Proje
     assert "state store" in log and "writable again" in log
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_two_ups_at_once_one_wins_and_down_after_kill_9_stops_everything(project: Project):
     env = dict(os.environ, COLUMNS="200")
     ups = [

@@ -57,6 +57,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return found[0]
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_daemon_and_envoy_metrics_during_a_canary(project: Project):
     project.cli("up", "--detach", "--port", str(project.port))
     api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
@@ -147,6 +148,7 @@ def promtool() -> str:
     return found
 
 
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_prometheus_config_is_valid_for_promtool_with_the_daemons_targets(project: Project):
     tool = promtool()
     project.cli("up", "--detach", "--port", str(project.port))
@@ -170,6 +172,7 @@ def scrape_with(url: str, params: dict[str, str]) -> Samples:
         ({"SHIPLOOP_PROMETHEUS": "/nonexistent/prometheus"}, "unset SHIPLOOP_PROMETHEUS"),
     ],
 )
+@pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_up_prometheus_without_prometheus_is_one_clear_line_and_starts_nothing(
     project: Project, env: dict[str, str], hint: str
 ):

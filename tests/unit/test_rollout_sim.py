@@ -102,6 +102,7 @@ def replay(policy: RolloutPolicy, trace: dict[str, np.ndarray], run: int, horizo
     return "undecided", horizon, ""
 
 
+@pytest.mark.slow  # seconds of CPU each: with `make test`, not `make test-fast`
 @pytest.mark.parametrize(
     "world",
     [
@@ -161,6 +162,7 @@ def test_constant_rate_aa_within_alpha(rps: int, steps: Sequence[int]) -> None:
     assert up < ALPHA
 
 
+@pytest.mark.slow  # seconds of CPU each: with `make test`, not `make test-fast`
 def test_srm_false_holds_are_rare() -> None:
     r = simulate(DEFAULT, World(rps=100), RUNS, seed=77, bounds=BOUNDS)
     low = simulate(RolloutPolicy(steps=[5, 25, 50, 100], min_samples=20), World(rps=5), RUNS, seed=78, bounds=BOUNDS)
