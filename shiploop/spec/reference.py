@@ -3,13 +3,17 @@
     python -m shiploop.spec.reference > docs/config-reference.md
 
 Every field of shiploop.yaml and service.yaml, with its type, default and the
-description written under it in the model (pydantic's attribute docstrings).
+description written under it in the model (read from the models' source here:
+the models do not keep it, see spec/base.py).
 tests/unit/test_spec_reference.py fails when the committed file differs.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
+import textwrap
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -110,14 +114,41 @@ def _nested_model(annotation: Any) -> tuple[type[BaseModel], str] | None:
     return None
 
 
+def attribute_docstrings(model: type[BaseModel]) -> dict[str, str]:
+    """The string written under each field in the class bodies of `model` and its bases."""
+    docs: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(cls))
+        except (OSError, TypeError):
+            continue
+        body = ast.parse(source).body[0]
+        assert isinstance(body, ast.ClassDef)
+        for stmt, after in zip(body.body, body.body[1:], strict=False):
+            target: ast.expr | None = stmt.target if isinstance(stmt, ast.AnnAssign) else None
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+                target = stmt.targets[0]
+            if (
+                isinstance(target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
 def _section(model: type[BaseModel], path: str, out: list[str]) -> None:
     rows, nested = [], []
+    docs = attribute_docstrings(model)
     for name, field in model.model_fields.items():
         if name in INTERNAL_FIELDS:
             continue
         duration = _is_duration(field.metadata)
         type_name = "duration" if duration else _type_name(field.annotation, field.metadata)
-        description = " ".join((field.description or "").split()).replace("|", "\\|")
+        description = " ".join((field.description or docs.get(name, "")).split()).replace("|", "\\|")
         rows.append(f"| `{name}` | {type_name} | {_default(field, duration)} | {description} |")
         inner = _nested_model(field.annotation)
         if inner:

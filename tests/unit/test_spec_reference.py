@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from shiploop.spec import ProjectSpec, ServiceSpec, SpecError, load_service
 from shiploop.spec.explain import INTERNAL_FIELDS
-from shiploop.spec.reference import _nested_model, render_reference
+from shiploop.spec.reference import _nested_model, attribute_docstrings, render_reference
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "config-reference.md"
 
@@ -34,10 +34,11 @@ def test_every_field_has_a_description_and_appears_in_the_reference():
     text = render_reference()
     undocumented = []
     for model in _models(ProjectSpec, set()) | _models(ServiceSpec, set()):
-        for name, field in model.model_fields.items():
+        docs = attribute_docstrings(model)
+        for name in model.model_fields:
             if name in INTERNAL_FIELDS:
                 continue
-            if not field.description:
+            if not docs.get(name):
                 undocumented.append(f"{model.__name__}.{name}")
             assert f"| `{name}` |" in text
     assert not undocumented, "fields without a docstring: " + ", ".join(sorted(undocumented))
