@@ -194,6 +194,8 @@ class ExperimentController:
     # -- every tick --------------------------------------------------------------------------------
 
     async def tick(self) -> None:
+        if self._deciding.locked():
+            return  # a stop by hand is being carried out: never hold the supervisor's tick up for it
         async with self._deciding:
             self._fold()
             for row in self.store.running_experiments():
