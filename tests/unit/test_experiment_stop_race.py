@@ -60,7 +60,9 @@ class SlowCounters:
         self.asked = asyncio.Event()
         self.answer = asyncio.Event()
 
-    async def read(self, service: str, candidate: str, baseline: str, policy: Any, fresh_after: Any = None) -> Observation:
+    async def read(
+        self, service: str, candidate: str, baseline: str, policy: Any, fresh_after: Any = None
+    ) -> Observation:
         self.asked.set()
         await self.answer.wait()
         return Observation(Pair(Reading(1.0), Reading(1.0)))
