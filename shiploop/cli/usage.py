@@ -9,10 +9,9 @@ usage and one error line and exits 2; everything else ends as cli/guard.py says.
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
-from rich.console import Console
 
 try:  # typer >= 0.2x bundles its own click; its exceptions are not click's
     from typer._click import exceptions as click_exceptions
@@ -21,6 +20,9 @@ except ImportError:  # an older typer uses click itself
 
 from shiploop.cli.guard import exit_with
 from shiploop.errors import Invalid
+
+if TYPE_CHECKING:
+    from shiploop.cli.consoles import LazyConsole
 
 KeyValue = tuple[str, str]
 
@@ -32,7 +34,7 @@ def key_value(text: str, option: str, form: str) -> KeyValue:
     return key, value
 
 
-def run_app(app: typer.Typer, err: Console, argv: list[str] | None = None) -> NoReturn:
+def run_app(app: typer.Typer, err: LazyConsole, argv: list[str] | None = None) -> NoReturn:
     def invoke() -> int:
         try:
             code = app(args=argv, prog_name="shiploop", standalone_mode=False)
@@ -51,7 +53,7 @@ def run_app(app: typer.Typer, err: Console, argv: list[str] | None = None) -> No
     exit_with(err, invoke)
 
 
-def _usage_error(e: click_exceptions.UsageError, err: Console) -> NoReturn:
+def _usage_error(e: click_exceptions.UsageError, err: LazyConsole) -> NoReturn:
     if isinstance(e, click_exceptions.NoArgsIsHelpError) and e.ctx is not None:
         print(e.ctx.get_help())
         sys.exit(0)
