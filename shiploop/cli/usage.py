@@ -46,8 +46,12 @@ def only_the_command(app: typer.Typer, argv: list[str]) -> typer.Typer:
     `shiploop NAME ...` needs NAME's alone (~3 ms). What lists or matches other
     commands gets them all: `shiploop` and `shiploop -h` (argv[0] an option or
     missing), an unknown NAME (its error names close ones) and shell completion.
+    An app without a callback stays whole: with one command left, typer would make
+    it the whole command line (NAME would become its first argument).
     """
     if not argv or argv[0].startswith("-") or any(key.endswith("_COMPLETE") for key in os.environ):
+        return app
+    if not (app.registered_callback or app.info.callback):  # as typer.main.get_command asks it
         return app
     from typer.main import get_command_name
 
