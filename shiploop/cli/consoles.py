@@ -1,8 +1,8 @@
 """rich consoles made when first used, so that a command that prints no rich output never imports rich.
 
-Importing rich.console costs ~45 ms of CPU (python -X importtime), about a tenth
-of a whole CLI command; `shiploop -h`, a usage error, `logs`, `events` or
-`down` need none of it (issue 8, item 6). Each module keeps its module-level
+Importing rich.console costs ~35-45 ms of CPU (python -X importtime), about a
+tenth of a whole CLI command; `shiploop -h`, `--version`, `logs` and `events`
+need none of it (issue 8, item 6). Each module keeps its module-level
 `console = LazyConsole(...)` and calls it as it would call a rich Console; rich
 is imported, and the Console made with the same options, at the first call.
 """
