@@ -7,11 +7,9 @@ daemon, FastAPI or the controllers.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +73,9 @@ def admin_socket_path(state_dir: Path) -> Path:
     path = state_dir / "envoy-admin.sock"
     if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
         return path
+    import hashlib  # only here: every CLI command imports this module (hashlib loads OpenSSL, ~5 ms)
+    import tempfile
+
     digest = hashlib.sha256(os.fsencode(state_dir.resolve())).hexdigest()[:16]
     return private_dir(Path(tempfile.gettempdir()) / f"shiploop-{os.getuid()}") / f"{digest}.sock"
 

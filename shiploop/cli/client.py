@@ -4,25 +4,29 @@ One HTTP/1.1 exchange per call on a plain socket (cli/wire.py).
 Errors come back as the contract's ErrorBody and are raised as the errors.py
 class of the same kind, so each keeps its exit code (2: the user can fix it,
 1: shiploop failed). A 500 names the daemon log, where its traceback is.
+
+pydantic and the contract are imported when an answer is parsed, not with
+this module: together ~170 ms of CPU that `shiploop -h`, a usage error or a
+command reading raw JSON does not need (issue 8, item 6).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
-
-from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shiploop.cli.remote import RemoteDaemon, remote_daemon
 from shiploop.cli.wire import exchange
-from shiploop.contract import ErrorBody
 from shiploop.errors import ERROR_KINDS, ShiploopError
 from shiploop.paths import ProjectPaths, running_daemon
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel, TypeAdapter
+
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound="BaseModel")
 
 
 class DaemonFailed(ShiploopError):
@@ -107,6 +111,10 @@ class DaemonClient:
                 item["gateway"] = self.remote.public(item["gateway"])
 
     def _error(self, status: int, data: Any) -> ShiploopError:
+        from pydantic import ValidationError
+
+        from shiploop.contract import ErrorBody
+
         try:
             body = ErrorBody.model_validate(data)
         except ValidationError:
@@ -128,12 +136,18 @@ class DaemonClient:
         return DaemonFailed(line)
 
     def call(self, model: type[M], method: str, path: str, body: Any = None, **params: Any) -> M:
+        from pydantic import TypeAdapter
+
         return self._parse(TypeAdapter(model), self.request(method, path, body, params))
 
     def call_list(self, model: type[M], method: str, path: str, **params: Any) -> list[M]:
+        from pydantic import TypeAdapter
+
         return self._parse(TypeAdapter(list[model]), self.request(method, path, None, params))  # type: ignore[valid-type]
 
     def _parse(self, adapter: TypeAdapter[T], data: Any) -> T:
+        from pydantic import ValidationError
+
         try:
             return adapter.validate_python(data)
         except ValidationError as e:

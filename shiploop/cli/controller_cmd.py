@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
-import signal
-import socket
 import time
 from pathlib import Path
 from typing import Annotated
@@ -45,6 +41,13 @@ def controller(
     ] = True,
 ) -> None:
     """Run the rollout controller in a cluster: leader through a Lease, weights into the routing ConfigMap."""
+    # Here, not at the top: every `shiploop` command imports this module, and asyncio (with ssl
+    # and logging) is ~35 ms of CPU (python -X importtime), which only `controller` needs.
+    import asyncio
+    import logging
+    import signal
+    import socket
+
     import uvicorn
 
     from shiploop.k8s.controller import ClusterController

@@ -23,24 +23,26 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from shiploop.cli.client import DaemonClient
+from shiploop.cli.consoles import LazyConsole
 from shiploop.cli.intercept_cmd import claim_or_explain, die_with_parent, stop_on_signals
 from shiploop.cli.lease import LeaseKeeper, curl_line, line_buffered, user_name, without_hint
-from shiploop.contract import Intercept, Status
 from shiploop.errors import Conflict, NotFound, ShiploopError
 from shiploop.paths import find_root
 from shiploop.procs import free_port, terminate_group
 
+if TYPE_CHECKING:
+    from shiploop.contract import Intercept
+
 DEV_HEADER = "x-shiploop-dev"
 READY_TIMEOUT_S = 15.0  # a new version not healthy by then has failed; the previous one keeps serving
 SERVED_TIMEOUT_S = 5.0
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+console = LazyConsole(highlight=False)
+err = LazyConsole(stderr=True, highlight=False)
 
 
 def say(text: str, style: str | None = None) -> None:
@@ -273,6 +275,8 @@ def dev(
 ) -> None:
     """Run SERVICE from the working tree behind the gateway for your requests only; restart it on every save."""
     import watchfiles
+
+    from shiploop.contract import Status
 
     root = find_root(Path.cwd())
     line_buffered()

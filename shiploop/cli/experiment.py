@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from shiploop.cli.client import DaemonClient, segment
+from shiploop.cli.consoles import LazyConsole
 from shiploop.cli.status_view import emit_json
 from shiploop.errors import Invalid
 from shiploop.paths import find_root
@@ -20,8 +20,8 @@ experiment_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-console = Console()
-err = Console(stderr=True)
+console = LazyConsole()
+err = LazyConsole(stderr=True)
 
 ServiceArg = Annotated[str, typer.Argument(metavar="SERVICE", help="the service's name, as in its service.yaml")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]

@@ -12,18 +12,20 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING, NoReturn
 
 from shiploop.errors import ShiploopError
 
+if TYPE_CHECKING:
+    from shiploop.cli.consoles import LazyConsole
 
-def exit_with(err: Console, run: Callable[[], int]) -> NoReturn:
+
+def exit_with(err: LazyConsole, run: Callable[[], int]) -> NoReturn:
     try:
         sys.exit(run())
     except ShiploopError as e:
+        from rich.markup import escape  # only now: a command that succeeds need not import rich
+
         err.print(f"[red]error:[/] {escape(e.line())}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

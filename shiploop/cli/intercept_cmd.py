@@ -14,24 +14,24 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from shiploop.cli.client import DaemonClient
+from shiploop.cli.consoles import LazyConsole
 from shiploop.cli.lease import LeaseKeeper, confirm, curl_line, describe, line_buffered, with_option, without_hint
 from shiploop.cli.remote import project_root
 from shiploop.cli.status_view import emit_json
 from shiploop.cli.usage import key_value
-from shiploop.contract import Intercept
 from shiploop.errors import Conflict, Invalid, ShiploopError
 from shiploop.procs import free_port
 
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from shiploop.contract import Intercept
+
+console = LazyConsole(highlight=False)
+err = LazyConsole(stderr=True, highlight=False)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -178,6 +178,11 @@ def intercept(
 
 def intercepts(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
     """The personal routes held now: service, match, target, owner and when each lapses unless renewed."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from shiploop.contract import Intercept
+
     rows = DaemonClient(project_root()).call_list(Intercept, "GET", "/v1/intercepts")
     if as_json:
         emit_json(rows)

@@ -4,6 +4,9 @@ The daemon removes a route whose lease was not renewed for its lease time
 (server/intercepts.py), so whatever ends this process (Ctrl-C, kill -9, a lost
 connection) the route goes. Renewals use short timeouts: a daemon that does not
 answer must not hold the thread past the lease.
+
+Every `shiploop` command imports this module (through intercept_cmd and dev), so
+the contract's models and the tunnel (asyncio) are imported where they are used.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shiploop.cli.client import DaemonClient, segment
 from shiploop.cli.remote import remote_daemon
-from shiploop.cli.tunnel_client import TunnelClient
-from shiploop.contract import Intercept, RemoteInfo
 from shiploop.errors import Conflict, NotFound, ShiploopError
+
+if TYPE_CHECKING:
+    from shiploop.cli.tunnel_client import TunnelClient
+    from shiploop.contract import Intercept
 
 RENEW_TIMEOUT_S = 3.0
 TUNNEL_KEY = "1"  # this CLI's one route in its tunnel session
@@ -80,6 +85,9 @@ class LeaseKeeper:
 
     def _open_tunnel(self) -> str:
         """The tunnel (opened once) and the target of this route in it: SESSION:KEY for the claim."""
+        from shiploop.cli.tunnel_client import TunnelClient
+        from shiploop.contract import RemoteInfo
+
         assert self.remote is not None
         if self.tunnel is None:
             info = self._client().get(RemoteInfo, "/v1/remote")
@@ -100,6 +108,8 @@ class LeaseKeeper:
         return self.current.id
 
     def claim(self, takeover: bool = False) -> Intercept:
+        from shiploop.contract import Intercept
+
         body = dict(self.request, takeover=takeover)
         if self.remote is not None:
             body["tunnel"] = self._open_tunnel()
@@ -112,6 +122,8 @@ class LeaseKeeper:
         self._thread.start()
 
     def retarget(self, port: int) -> Intercept:
+        from shiploop.contract import Intercept
+
         with self._lock:
             self.request["port"] = port
             if self.tunnel is not None and self.current is not None:
@@ -125,6 +137,8 @@ class LeaseKeeper:
 
     def release(self) -> None:
         """Take the route out now (best effort: if the daemon does not answer, the lease lapses)."""
+        from shiploop.contract import Intercept
+
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=RENEW_TIMEOUT_S + 1)
@@ -146,6 +160,8 @@ class LeaseKeeper:
         return DaemonClient(self.root, timeout_s=timeout_s)
 
     def _renew_loop(self) -> None:
+        from shiploop.contract import Intercept
+
         assert self.current is not None
         renew_s = self.current.renew_s
         unreachable_since: float | None = None

@@ -1,9 +1,13 @@
 """The shiploop command line: every command, parsed by typer, answers parsed with shiploop.contract.
 
-Start-up matters (issue 8, item 6): this module imports neither FastAPI, the
-control plane nor the spec models at the top; commands that need more import
-it inside. `shiploop status [--json]` does not come here at all: cli/entry.py
-answers it without typer. Errors end as cli/usage.py and cli/guard.py say.
+Start-up matters (issue 8, item 6): importing this module imports typer and
+shiploop's own light modules, nothing else: not FastAPI, the control plane or
+the spec models, and not pydantic, the contract's models, rich, asyncio or ssl
+either (tests/unit/test_cli_startup.py). A command imports what it uses inside
+(the contract's models where it parses an answer, rich where it prints with
+it), so each pays only for that. `shiploop status [--json]` does not come here
+at all: cli/entry.py answers it without typer. Errors end as cli/usage.py and
+cli/guard.py say.
 """
 
 from __future__ import annotations
@@ -13,15 +17,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import BaseModel
-from rich.console import Console
-from rich.table import Table
 
 from shiploop.cli.agent_cmd import agent
 from shiploop.cli.client import DaemonClient, segment
+from shiploop.cli.consoles import LazyConsole
 from shiploop.cli.controller_cmd import controller
 from shiploop.cli.dashboard_cmd import dashboard
 from shiploop.cli.dev import dev
@@ -35,22 +37,14 @@ from shiploop.cli.render_cmd import render
 from shiploop.cli.status_view import emit_json, id_column, render_status, show_status, status_view
 from shiploop.cli.token_cmd import token_app
 from shiploop.cli.usage import key_value, run_app
-from shiploop.contract import (
-    Deployed,
-    Event,
-    HeaderRemoved,
-    HeaderRoute,
-    Promoted,
-    RolledBack,
-    Rollout,
-    RolloutPlan,
-    Status,
-    VersionInfo,
-    Weights,
-)
 from shiploop.errors import Invalid, ShiploopError, Unavailable
 from shiploop.paths import ProjectPaths, find_root, running_daemon
 from shiploop.procs import free_port, is_running
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from shiploop.contract import Event, Rollout
 
 app = typer.Typer(
     help="Ship a service version, prove it on real traffic.",
@@ -58,8 +52,8 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+console = LazyConsole()
+err = LazyConsole(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 ForceOpt = Annotated[
@@ -170,6 +164,8 @@ def up(
                 )
             spinner.update(f"starting shiploop: {_last_progress(log, offset)}")
             time.sleep(0.1)
+    from shiploop.contract import Status
+
     status = client().get(Status, "/v1/status")
     console.print(f"shiploop is up: gateway [bold]{status.gateway}[/]", soft_wrap=True)
     for line in _new_lines(log, offset):
@@ -236,6 +232,8 @@ def status(
     if not watch:
         show_status(console, as_json)  # the same as the fast path of cli/entry.py
         return
+    from shiploop.contract import Status
+
     c = client()
     data = c.get(Status, "/v1/status")
     try:
@@ -250,7 +248,7 @@ def status(
                 data = c.get(Status, "/v1/status")
         from rich.live import Live
 
-        with Live(status_view(data), console=console, refresh_per_second=2, auto_refresh=False) as live:
+        with Live(status_view(data), console=console.real, refresh_per_second=2, auto_refresh=False) as live:
             while True:
                 time.sleep(1)
                 live.update(status_view(c.get(Status, "/v1/status")), refresh=True)
@@ -261,6 +259,10 @@ def status(
 @app.command()
 def versions(service: ServiceArg, as_json: JsonOpt = False) -> None:
     """Every version of SERVICE ever built, newest last."""
+    from rich.table import Table
+
+    from shiploop.contract import VersionInfo
+
     rows = client().call_list(VersionInfo, "GET", f"/v1/services/{segment(service)}/versions")
     if as_json:
         emit_json(rows)
@@ -322,6 +324,8 @@ def events(
     as_json: JsonOpt = False,
 ) -> None:
     """The timeline of every transition (deploys, weights, rollout steps and decisions) with its evidence."""
+    from shiploop.contract import Event
+
     root = find_root(Path.cwd())
     if running_daemon(root) is None and not follow:
         # After a crash or a `down`, what happened is still in the store: read it there.
@@ -346,6 +350,8 @@ def events(
 def _stored_events(paths: ProjectPaths, service: str | None, limit: int) -> list[Event]:
     import sqlite3
 
+    from shiploop.contract import Event
+
     if not paths.db.exists() or limit == 0:
         return []
     sql = "SELECT id, ts, service, kind, message, evidence FROM events"
@@ -367,6 +373,8 @@ def _stored_events(paths: ProjectPaths, service: str | None, limit: int) -> list
 
 
 def _last_event_id(c: DaemonClient, service: str | None) -> int:
+    from shiploop.contract import Event
+
     latest = c.call_list(Event, "GET", "/v1/events", service=service, limit=1)
     return latest[-1].id if latest else 0
 
@@ -412,6 +420,8 @@ def deploy(
         from shiploop.cli.usage import click_exceptions
 
         raise click_exceptions.MissingParameter(ctx=ctx, param_type="argument", param_hint="'SERVICE'")
+    from shiploop.contract import Deployed
+
     with console.status(f"deploying {service}..."):
         result = client().post(Deployed, f"/v1/services/{segment(service)}/deploy", {"weight": weight}, **_force(force))
     if as_json:
@@ -454,6 +464,8 @@ def route(
             "--header needs --to VERSION", hint=f"e.g. shiploop route {service} --header x-user=ana --to canary"
         )
     # Parse everything before talking to the daemon: a malformed option never half-applies.
+    from shiploop.contract import HeaderRemoved, HeaderRoute, Weights
+
     base = f"/v1/services/{segment(service)}"
     if weight:
         weights = _weights(weight)
@@ -509,6 +521,8 @@ def _weights(pairs: list[str]) -> dict[str, int]:
 @app.command()
 def promote(service: ServiceArg, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
     """Make the canary stable; the old stable stops once it drains."""
+    from shiploop.contract import Promoted
+
     result = client().post(Promoted, f"/v1/services/{segment(service)}/promote", **_force(force))
     emit_json(result) if as_json else console.print(f"{service}@[bold]{result.stable}[/] is stable", soft_wrap=True)
 
@@ -516,6 +530,8 @@ def promote(service: ServiceArg, force: ForceOpt = False, as_json: JsonOpt = Fal
 @app.command()
 def rollback(service: ServiceArg, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
     """Send all traffic to stable and stop the canary."""
+    from shiploop.contract import RolledBack
+
     result = client().post(RolledBack, f"/v1/services/{segment(service)}/rollback", **_force(force))
     if as_json:
         emit_json(result)
@@ -549,6 +565,7 @@ def rollout_cmd(
 ) -> None:
     """Roll the current code of SERVICE out step by step, judged against stable; or act on a rollout."""
     from shiploop.cli import rollout_view
+    from shiploop.contract import Rollout, RolloutPlan
 
     c = client()
     if second is None:
@@ -623,6 +640,7 @@ def _watch_until_done(c: DaemonClient, service: str, as_json: bool) -> Rollout:
     from rich.live import Live
 
     from shiploop.cli import rollout_view
+    from shiploop.contract import Event, Rollout
 
     path = f"/v1/services/{segment(service)}/rollout"
     r = c.get(Rollout, path)
@@ -633,7 +651,7 @@ def _watch_until_done(c: DaemonClient, service: str, as_json: bool) -> Rollout:
         emit_json(r)
         return r
     seen_events: set[int] = set()
-    with Live(rollout_view.render(r.model_dump()), console=console, refresh_per_second=2) as live:
+    with Live(rollout_view.render(r.model_dump()), console=console.real, refresh_per_second=2) as live:
         while r.state not in rollout_view.EXIT_CODES:
             time.sleep(1)
             r = c.get(Rollout, path)
@@ -651,6 +669,7 @@ def _watch_until_done(c: DaemonClient, service: str, as_json: bool) -> Rollout:
 def history(service: ServiceArg, as_json: JsonOpt = False) -> None:
     """Past rollouts of SERVICE with their outcome and the decisive evidence."""
     from shiploop.cli import rollout_view
+    from shiploop.contract import Rollout
 
     rows = client().call_list(Rollout, "GET", f"/v1/services/{segment(service)}/rollouts")
     if as_json:

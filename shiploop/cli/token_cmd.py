@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from shiploop.cli.client import DaemonClient, segment
+from shiploop.cli.consoles import LazyConsole
 from shiploop.cli.status_view import emit_json
-from shiploop.contract import Token
 from shiploop.paths import find_root, running_daemon
 
 token_app = typer.Typer(help="Per-user tokens for a shared host (shiploop up --listen).", no_args_is_help=True)
-console = Console(highlight=False)
+console = LazyConsole(highlight=False)
 
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="whose token, e.g. ana (owns that user's intercepts)")]
 
@@ -34,6 +32,8 @@ def _client() -> DaemonClient:
 @token_app.command("create")
 def create(name: NameArg) -> None:
     """Make NAME's token and print it, once, with what to set on their machine."""
+    from shiploop.contract import Token
+
     c = _client()
     t = c.post(Token, "/v1/tokens", {"name": name})
     shared = (running_daemon(c.root) or {}).get("remote")
@@ -50,6 +50,10 @@ def create(name: NameArg) -> None:
 @token_app.command("list")
 def list_tokens(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
     """The users who have a token (never the tokens)."""
+    from rich.table import Table
+
+    from shiploop.contract import Token
+
     rows = _client().call_list(Token, "GET", "/v1/tokens")
     if as_json:
         emit_json(rows)
@@ -68,5 +72,7 @@ def list_tokens(as_json: Annotated[bool, typer.Option("--json", help="print JSON
 @token_app.command("revoke")
 def revoke(name: NameArg) -> None:
     """Revoke NAME's token: refused from now on, its tunnels closed (its intercepts go with them)."""
+    from shiploop.contract import Token
+
     _client().call(Token, "DELETE", f"/v1/tokens/{segment(name)}")
     console.print(f"revoked the token of {name}", markup=False)
