@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from collections import Counter
 
 import pytest
 
@@ -42,3 +44,46 @@ def test_without_a_range_ports_stay_below_the_ephemeral_range(monkeypatch):
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
         ephemeral_start = int(f.read().split()[0])
     assert ports.start >= 1024 and ports.stop <= ephemeral_start
+
+
+def test_the_port_after_a_bound_block_is_no_likelier_than_any_other(monkeypatch):
+    """Two processes that pick before either binds must rarely meet: a sweep from a random
+    start took the port just past a block of bound ones about half the time here."""
+    block = _bind_block(20, span=40)
+    try:
+        first = block[0].getsockname()[1]
+        monkeypatch.setenv("SHIPLOOP_PORT_RANGE", f"{first}-{first + 39}")
+        picks = Counter(free_port() for _ in range(400))
+    finally:
+        for s in block:
+            s.close()
+    assert set(picks) <= set(range(first + 20, first + 40))
+    assert picks.most_common(1)[0][1] < 60, picks  # 20 free ports: about 20 picks each
+
+
+def _bind_block(n: int, span: int) -> list[socket.socket]:
+    """`n` listening sockets on consecutive ports, with `span - n` free ports after them."""
+    for base in random.sample(range(20000, 30000, span), 50):
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+                s.listen()
+            if all(_free(p) for p in range(base + n, base + span)):
+                return held
+        except OSError:
+            pass
+        for s in held:
+            s.close()
+    pytest.skip("no block of free ports found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
