@@ -1,16 +1,24 @@
-"""Helpers for fault tests: what a fault cost the users (requests lost, seconds of gap),
-and the OS mechanisms that make a disk refuse writes."""
+"""Helpers for fault tests: a project under load that reports what a fault cost the users
+(requests lost, seconds of gap), and the OS mechanisms that make a disk refuse writes."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from shiploop.loadgen import Result
+import httpx
+
+from shiploop.loadgen import LoadGenerator, Result, background_load
+from tests.conftest import wait_until
+from tests.daemon_helpers import Project, create_project, take_down
 
 
 @dataclass
@@ -109,3 +117,88 @@ def fill(directory: Path) -> Path:
         except OSError:
             pass
     return filler
+
+
+RPS = 100  # the open-loop load under every fault
+ENVOY_GAP_BOUND_S = 2.0
+
+
+def new_project(root: Path) -> Project:
+    p = create_project(root)
+    p.add_service("echo", "/echo/")
+    return p
+
+
+def restore_and_take_down(p: Project) -> None:
+    set_immutable(store_files(p.root / ".shiploop"), on=False)
+    take_down(p)
+
+
+@contextmanager
+def serving_project(root: Path) -> Iterator[Project]:
+    """A project serving one service (two replicas) through its own daemon and Envoy."""
+    p = new_project(root)
+    p.cli("up", "--detach", "--port", str(p.port))
+    try:
+        yield p
+    finally:
+        restore_and_take_down(p)
+
+
+class Scenario:
+    """Load on the gateway for one fault; reports what the users lost."""
+
+    def __init__(self, project: Project, name: str) -> None:
+        self.project = project
+        self.name = name
+        self.losses = Losses()
+        self.load: LoadGenerator | None = None
+
+    def __enter__(self) -> Scenario:
+        self._cm = background_load(f"{self.project.url}/echo/x", rps=RPS, timeout_s=2.0, on_result=self.losses.record)
+        self.load = self._cm.__enter__()
+        self.load.wait_until(lambda r: r.total >= RPS // 2, 10)
+        return self
+
+    def settle(self, seconds: float = 1.0) -> None:
+        """Let the load run on for `seconds` more of requests."""
+        assert self.load is not None
+        target = self.losses.total + int(seconds * RPS)
+        self.load.wait_until(lambda r: r.total >= target, seconds + 10)
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(*exc)
+        lost, gap = self.losses.since((0, 0))
+        print(f"\nfault {self.name}: {lost} of {self.losses.total} requests lost, gap {gap:.2f}s")
+
+    @property
+    def lost(self) -> int:
+        return self.losses.since((0, 0))[0]
+
+
+def api_status(p: Project) -> dict[str, Any]:
+    return dict(httpx.get(f"http://127.0.0.1:{p.daemon_info()['api_port']}/v1/status").json())
+
+
+def stable_ready(p: Project) -> int:
+    versions = api_status(p)["services"][0]["versions"]
+    return int(next(v["ready"] for v in versions if v["track"] == "stable"))
+
+
+def replica_pids(p: Project) -> list[int]:
+    envoy = p.envoy_info()
+    return sorted(pid for pid, _ in p.recorded_processes() if envoy is None or pid != envoy["pid"])
+
+
+def kill_a_replica_and_see_it_restarted(p: Project) -> None:
+    """Supervision is alive: a replica killed now is back (in the store too) within seconds."""
+    victim = replica_pids(p)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: victim not in replica_pids(p) and stable_ready(p) == 2, 15, interval=0.1, what="a restart")
+
+
+def serves(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
