@@ -108,10 +108,13 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     assert set(sent_units) == {control, treatment}
 
     def counted() -> bool:
-        variants = {v["version"]: v for v in _status(project)["variants"]}
-        return sum(v["units"] for v in variants.values()) == 80
+        # Units are counted at a visitor's first visit, its signup at the second: Envoy flushes
+        # its access log every 250 ms, so the last visitor's units can be read before its event.
+        variants = _status(project)["variants"]
+        units, events = sum(v["units"] for v in variants), sum(v["events"] for v in variants)
+        return units == 80 and events == sum(sent_signups.values())
 
-    wait_until(counted, 15, interval=0.2, what="every visitor counted")
+    wait_until(counted, 15, interval=0.2, what="every visitor and every signup counted")
     status = _status(project)
     variants = {v["version"]: v for v in status["variants"]}
     assert {v: variants[v]["units"] for v in variants} == dict(sent_units)
