@@ -1,4 +1,5 @@
-PYTHON ?= python3
+# A distribution build of Python 3.11+ when there is one (scripts/pick-python.sh says why).
+PYTHON ?= $(shell sh scripts/pick-python.sh)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
