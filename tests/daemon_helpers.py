@@ -18,6 +18,7 @@ import httpx
 
 from shiploop.paths import running_daemon
 from shiploop.procs import free_port, is_running
+from tests import loopback
 
 APPS = Path(__file__).parent / "apps"
 SHIPLOOP = [sys.executable, "-m", "shiploop.cli"]
@@ -65,7 +66,7 @@ class Project:
         without starting a CLI process. Tests poll status every few milliseconds, and a
         CLI process costs 0.2-0.5 s of CPU: polling through it kept both cores busy."""
         port = self.daemon_info()["api_port"]
-        r = httpx.get(f"http://127.0.0.1:{port}{path}", params=params, timeout=30)
+        r = loopback.get(f"http://127.0.0.1:{port}{path}", params=params, timeout=30)
         r.raise_for_status()
         return r.json()
 
@@ -141,7 +142,7 @@ def _down_through_api(p: Project) -> bool:
         return False
     try:
         token = (p.root / ".shiploop" / "token").read_text().strip()
-        r = httpx.post(
+        r = loopback.post(
             f"http://127.0.0.1:{info['api_port']}/v1/down",
             json={},
             headers={"Authorization": f"Bearer {token}"},

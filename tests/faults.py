@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from shiploop.loadgen import LoadGenerator, Result, background_load
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project, create_project, take_down
 
@@ -177,7 +178,7 @@ class Scenario:
 
 
 def api_status(p: Project) -> dict[str, Any]:
-    return dict(httpx.get(f"http://127.0.0.1:{p.daemon_info()['api_port']}/v1/status").json())
+    return dict(loopback.get(f"http://127.0.0.1:{p.daemon_info()['api_port']}/v1/status").json())
 
 
 def stable_ready(p: Project) -> int:
@@ -199,6 +200,6 @@ def kill_a_replica_and_see_it_restarted(p: Project) -> None:
 
 def serves(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=0.5).status_code == 200
+        return loopback.get(url, timeout=0.5).status_code == 200
     except httpx.HTTPError:
         return False

@@ -24,7 +24,7 @@ class EnvoyReadings:
         self._admin = admin  # a callable: the admin client changes when Envoy is restarted
         self._endpoints = endpoints
         self._clock = clock
-        self._http: httpx.AsyncClient | None = None  # made on the first app scrape (an SSL context costs ~0.2 s)
+        self._http: httpx.AsyncClient | None = None  # made on the first app scrape
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -32,7 +32,9 @@ class EnvoyReadings:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=2.0)
+            # The replicas' /metrics, plain http on 127.0.0.1: no CA bundle to load (~50 ms of
+            # CPU), and no proxy from the environment, which would take loopback requests away.
+            self._http = httpx.AsyncClient(timeout=2.0, verify=False, trust_env=False)
         return self._http
 
     async def read(

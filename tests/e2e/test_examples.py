@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from shiploop.procs import free_port, process_start_time
 from shiploop.rollout.judge import guardrail_results
 from shiploop.rollout.readings import Reading, Stratum
 from shiploop.spec import load_project
+from tests import loopback
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
@@ -93,7 +93,7 @@ def own_shop(tmp_path: Path) -> Iterator[Shop]:
 
 def metrics(url: str) -> dict[tuple[str, str], float]:
     """{(name, version label): value} of a Prometheus text page."""
-    r = httpx.get(url, timeout=5)
+    r = loopback.get(url, timeout=5)
     assert r.status_code == 200
     return {(name, version): float(value) for name, version, value in _SAMPLE.findall(r.text)}
 
@@ -108,25 +108,25 @@ def test_both_services_get_ready(shop: Shop) -> None:
     wait_until(all_ready, 30, what="web and api ready")
     replicas = {s["name"]: s["versions"][0]["replicas"] for s in shop.status()["services"]}
     assert replicas == {"web": 1, "api": 2}
-    assert httpx.get(f"{shop.url}/healthz", timeout=5).text == "ok"
-    assert httpx.get(f"{shop.url}/api/healthz", timeout=5).text == "ok"
+    assert loopback.get(f"{shop.url}/healthz", timeout=5).text == "ok"
+    assert loopback.get(f"{shop.url}/api/healthz", timeout=5).text == "ok"
 
 
 def test_signup_goes_web_gateway_api(shop: Shop) -> None:
     web, api = shop.stable("web"), shop.stable("api")
-    page = httpx.get(f"{shop.url}/", timeout=5)
+    page = loopback.get(f"{shop.url}/", timeout=5)
     assert page.status_code == 200
     assert '<form method="post" action="/signup">' in page.text
     assert page.headers["x-shiploop-version"] == f"web@{web}"
 
-    r = httpx.post(f"{shop.url}/signup", data={"email": "ana@example.com"}, timeout=10)
+    r = loopback.post(f"{shop.url}/signup", data={"email": "ana@example.com"}, timeout=10)
     assert r.status_code == 200, r.text
     assert "Thank you, ana@example.com!" in r.text
     # The api version in web's page proves the call went web -> gateway -> api.
     assert f"recorded by api@{api}" in r.text
 
-    assert httpx.post(f"{shop.url}/signup", data={"email": "nope"}, timeout=10).status_code == 400
-    direct = httpx.post(f"{shop.url}/api/signups", json={"email": "bo@example.com"}, timeout=5)
+    assert loopback.post(f"{shop.url}/signup", data={"email": "nope"}, timeout=10).status_code == 400
+    direct = loopback.post(f"{shop.url}/api/signups", json={"email": "bo@example.com"}, timeout=5)
     assert direct.status_code == 201
     assert direct.json()["version"] == api
 
@@ -146,11 +146,11 @@ def test_metrics_expose_the_counters(shop: Shop) -> None:
     # The shop is shared with the module's other tests: this one counts what its own requests add.
     web_before = metrics(f"{shop.url}/metrics")  # web has one replica: its counts are exact
     api_before = api_totals(shop, api)
-    httpx.get(f"{shop.url}/", timeout=5)
-    httpx.post(f"{shop.url}/signup", data={"email": "ana@example.com"}, timeout=10)
+    loopback.get(f"{shop.url}/", timeout=5)
+    loopback.post(f"{shop.url}/signup", data={"email": "ana@example.com"}, timeout=10)
     for _ in range(10):
-        assert httpx.get(f"{shop.url}/api/checkout", timeout=5).status_code == 200
-    assert httpx.post(f"{shop.url}/api/checkout", timeout=5).status_code == 200
+        assert loopback.get(f"{shop.url}/api/checkout", timeout=5).status_code == 200
+    assert loopback.post(f"{shop.url}/api/checkout", timeout=5).status_code == 200
 
     web_metrics = metrics(f"{shop.url}/metrics")
 

@@ -17,10 +17,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from shiploop.procs import is_running
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project
 from tests.faults import (
@@ -83,7 +83,7 @@ def test_daemon_killed_mid_rollout_loses_nothing_and_the_rollout_goes_on(project
         s.settle(1)
         project.cli("up", "--detach")
         s.settle(2)
-        rollout = httpx.get(f"http://127.0.0.1:{project.daemon_info()['api_port']}/v1/services/echo/rollout").json()
+        rollout = loopback.get(f"http://127.0.0.1:{project.daemon_info()['api_port']}/v1/services/echo/rollout").json()
     assert s.lost == 0
     assert rollout["state"] in ("progressing", "promoted"), rollout
     project.cli("rollout", "abort", "echo", check=False)
@@ -103,7 +103,7 @@ def test_envoy_killed_mid_rollout_rolls_back_as_lost_evidence(project: Project):
         os.kill(envoy["pid"], signal.SIGKILL)
 
         def ended() -> dict[str, Any] | None:
-            r = dict(httpx.get(f"{api}/v1/services/echo/rollout").json())
+            r = dict(loopback.get(f"{api}/v1/services/echo/rollout").json())
             return r if r["state"] not in ("pending", "progressing", "rolling_back") else None
 
         rollout = wait_until(ended, 15, interval=0.2, what="the rollout to end")

@@ -44,6 +44,7 @@ from shiploop.loadgen import background_load
 from shiploop.naming import RolloutState, Track, cluster_name
 from shiploop.procs import free_port, terminate_group
 from shiploop.spec import ServiceSpec
+from tests import loopback
 from tests.conftest import App, wait_until
 from tests.integration.test_k8s_agent import Gateway
 from tests.kube_api_fake import FakeKubeApi
@@ -202,6 +203,6 @@ def test_the_controller_rolls_back_a_failing_candidate_through_the_routing_confi
 
 def _ready(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
+        return loopback.get(f"{url}/-/ready", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False

@@ -15,6 +15,7 @@ import yaml
 from shiploop.loadgen import background_load
 from shiploop.procs import is_running
 from shiploop.telemetry.alerts import all_rules
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project
 from tests.prometheus_exports import check_alert_rules, check_dashboards, loaded_rules_all_healthy
@@ -36,7 +37,7 @@ def project(project: Project) -> Project:
 
 def query(prom: str, promql: str) -> dict[str, float]:
     """An instant query's result per `version` label."""
-    r = httpx.get(f"{prom}/api/v1/query", params={"query": promql}, timeout=5)
+    r = loopback.get(f"{prom}/api/v1/query", params={"query": promql}, timeout=5)
     body = r.json()
     assert body["status"] == "success", body
     return {s["metric"].get("version", ""): float(s["value"][1]) for s in body["data"]["result"]}
@@ -58,7 +59,7 @@ def test_prometheus_scrapes_every_target_and_sees_the_canary_per_version(project
 
         def every_target_up() -> list[dict[str, Any]] | None:
             try:
-                targets = httpx.get(f"{prom}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
+                targets = loopback.get(f"{prom}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
             except httpx.HTTPError:
                 return None
             # daemon; Envoy: the non-cluster stats, stable, canary; four replicas
@@ -98,7 +99,7 @@ def test_prometheus_scrapes_every_target_and_sees_the_canary_per_version(project
         # The exported Grafana dashboards and alert rules on this Prometheus: every query evaluates,
         # the per-version panels show the canary; the rules `up --prometheus` loaded all evaluate.
         name = yaml.safe_load((project.root / "shiploop.yaml").read_text())["name"]
-        with httpx.Client(base_url=prom, timeout=10) as c:
+        with loopback.client(base_url=prom, timeout=10) as c:
             assert check_dashboards(c, name, "echo", stable, canary) > 30
             assert check_alert_rules(c) == len(all_rules())
             health = wait_until(lambda: loaded_rules_all_healthy(c), 20, interval=0.5, what="the rules evaluated")
@@ -115,5 +116,5 @@ def test_prometheus_scrapes_every_target_and_sees_the_canary_per_version(project
 
     wait_until(restarted, 15, interval=0.2, what="prometheus to be started again")
     wait_until(lambda: project.status()["prometheus"], 5, interval=0.2)
-    events = [e["kind"] for e in httpx.get(f"{api}/v1/events").json()]
+    events = [e["kind"] for e in loopback.get(f"{api}/v1/events").json()]
     assert "prometheus-restarted" in events

@@ -9,11 +9,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from shiploop.loadgen import background_load
 from shiploop.procs import is_running
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project
 
@@ -116,7 +116,7 @@ def test_good_candidate_is_promoted_when_a_baseline_replica_restarts_mid_rollout
     outcome = json.loads(r.stdout)
     assert r.returncode == 0 and outcome["state"] == "promoted", outcome["reason"]
     api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
-    events = httpx.get(f"{api}/v1/events", params={"service": "echo", "limit": 500}).json()
+    events = loopback.get(f"{api}/v1/events", params={"service": "echo", "limit": 500}).json()
     crashed = [e for e in events if e["kind"] == "replica-crashed"]
     assert any(f"echo@{stable}#0" in e["message"] for e in crashed), [(e["kind"], e["message"]) for e in events]
     rebased = [e["message"] for e in events if e["kind"] == "rollout-rebased"]
@@ -139,7 +139,7 @@ def test_daemon_killed_mid_rollout_resumes_and_finishes(project: Project):
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["state"] == "promoted"
     api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
-    kinds = [e["kind"] for e in httpx.get(f"{api}/v1/events", params={"service": "echo"}).json()]
+    kinds = [e["kind"] for e in loopback.get(f"{api}/v1/events", params={"service": "echo"}).json()]
     assert "rollout-resumed" in kinds and kinds.index("rollout-resumed") < kinds.index("rollout-promoted")
     assert load.report().failed == 0, load.report().render()
 
@@ -244,7 +244,7 @@ def test_ab_rollout_sends_only_matching_users_to_the_candidate(project: Project)
     assert r.returncode == 0, r.stdout + r.stderr
     candidate = json.loads(r.stdout)["candidate"]
     api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
-    events = httpx.get(f"{api}/v1/events", params={"service": "echo"}).json()
+    events = loopback.get(f"{api}/v1/events", params={"service": "echo"}).json()
     routed_at = next(e["ts"] for e in events if e["kind"] == "header-route")
     promoted_at = next(e["ts"] for e in events if e["kind"] == "promoted")
     # While the experiment ran (half a second off each switch), x-beta users saw the candidate alone

@@ -17,6 +17,7 @@ from typing import IO
 import httpx
 import pytest
 
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import SHIPLOOP, Project, create_project, take_down
 
@@ -110,7 +111,7 @@ def test_the_cli_imports_neither_fastapi_nor_the_server():
 def test_up_port_0_serves_on_a_free_port(project: Project):
     port = int(project.url.rsplit(":", 1)[1])
     assert port > 0
-    r = httpx.get(f"{project.url}/echo/x")
+    r = loopback.get(f"{project.url}/echo/x")
     assert r.status_code == 200
 
 
@@ -254,7 +255,7 @@ def test_the_readme_path_init_anywhere_then_hello_without_a_slash(tmp_path: Path
     try:
         p.cli("up", "--detach", "--port", str(p.port))
         for path in ("/hello", "/hello/", "/hello/x"):
-            r = httpx.get(f"{p.url}{path}")
+            r = loopback.get(f"{p.url}{path}")
             assert r.status_code == 200 and r.text.startswith("hello from "), (path, r.status_code, r.text)
     finally:
         take_down(p)

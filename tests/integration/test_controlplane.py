@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from shiploop.errors import Conflict, GatewayRejected, GatewayTimeout, Invalid, ShiploopError
@@ -25,6 +24,7 @@ from shiploop.naming import Track
 from shiploop.procs import free_port, is_running, terminate_group
 from shiploop.server.controlplane import ControlPlane
 from shiploop.spec import envoy_rules
+from tests import loopback
 from tests.conftest import APPS, wait_until
 
 SERVICE_YAML = "name: echo\nrun:\n  command: {command}\n  env: {env}\nreplicas: 2\nroutes:\n  - prefix: /echo/\n{extra}"
@@ -87,7 +87,7 @@ class Plane:
 
     def served(self, n: int = 20, headers: dict[str, str] | None = None) -> Counter[str]:
         seen: Counter[str] = Counter()
-        with httpx.Client() as c:
+        with loopback.client() as c:
             for _ in range(n):
                 r = c.get(f"http://127.0.0.1:{self.port}/echo/x", headers=headers)
                 assert r.status_code == 200, r.text
@@ -254,7 +254,7 @@ def test_status_shows_a_crash_loop(plane: Plane):
     write_service(plane.root, env='{"CRASH_AFTER": "1"}')
     plane.start()
     stable = plane.version(Track.STABLE)
-    with httpx.Client() as c:
+    with loopback.client() as c:
         c.get(f"http://127.0.0.1:{plane.port}/echo/x")
     versions: list[dict[str, Any]] = []
 

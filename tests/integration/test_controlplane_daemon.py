@@ -10,10 +10,10 @@ import socket
 from collections import Counter
 from typing import Any
 
-import httpx
 import pytest
 
 from shiploop.procs import is_running
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project
 
@@ -34,7 +34,7 @@ def desired_state(project: Project) -> dict[str, list[tuple[Any, ...]]]:
 
 def served_by(url: str, n: int) -> Counter[str]:
     seen: Counter[str] = Counter()
-    with httpx.Client() as c:
+    with loopback.client() as c:
         for _ in range(n):
             r = c.get(url)
             assert r.status_code == 200, r.text
@@ -133,7 +133,7 @@ def test_hand_changes_during_a_rollout_are_refused_unless_forced(project: Projec
     assert rollout_of(project)["state"] == "paused"
     assert project.versions("echo")["canary"]["weight"] == 50
     api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
-    taken = [e for e in httpx.get(f"{api}/v1/events").json() if e["kind"] == "rollout-taken-over"]
+    taken = [e for e in loopback.get(f"{api}/v1/events").json() if e["kind"] == "rollout-taken-over"]
     assert len(taken) == 1 and taken[0]["evidence"]["rollout"] == 1 and "--force" in taken[0]["message"]
     # Paused, the rollout still owns the service: another hand change needs --force again.
     assert project.cli("route", "echo", "--weight", "canary=0", check=False).returncode == 2

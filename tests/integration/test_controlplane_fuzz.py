@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import APPS, Project
 
@@ -65,7 +66,7 @@ class Api:
     def __init__(self, project: Project) -> None:
         info = project.daemon_info()
         token = (project.root / ".shiploop" / "token").read_text().strip()
-        self.http = httpx.Client(
+        self.http = loopback.client(
             base_url=f"http://127.0.0.1:{info['api_port']}", headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
 
@@ -205,7 +206,7 @@ def test_random_config_is_refused_cleanly_or_served_exactly_never_wedged(project
         # Never wedged: a valid change still goes through and is served.
         assert api.post("/weights", {"weights": {"stable": 100}}).status_code == 200
         stable = api.tracks()["stable"]
-        r = httpx.get(f"{project.url}/echo/x")
+        r = loopback.get(f"{project.url}/echo/x")
         assert r.status_code == 200 and r.json()["version"] == stable
 
     check()

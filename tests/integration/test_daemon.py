@@ -10,11 +10,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from shiploop.loadgen import background_load
 from shiploop.procs import is_running
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project
 
@@ -27,7 +27,7 @@ def project(project: Project) -> Project:
 
 def served_by(url: str, n: int, headers: dict[str, str] | None = None) -> Counter[str]:
     seen: Counter[str] = Counter()
-    with httpx.Client() as c:
+    with loopback.client() as c:
         for _ in range(n):
             r = c.get(url, headers=headers)
             assert r.status_code == 200, r.text
@@ -124,13 +124,13 @@ def test_daemon_kill_9_under_load_loses_nothing_and_is_readopted(project: Projec
 def test_crashed_replica_is_restarted_and_recorded(project: Project):
     project.set_env("echo", {"CRASH_AFTER": "5"})
     project.cli("up", "--detach", "--port", str(project.port))
-    with httpx.Client() as c:
+    with loopback.client() as c:
         for _ in range(30):
             c.get(f"{project.url}/echo/x")
     api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
 
     def crashes() -> list[dict[str, Any]]:
-        return [e for e in httpx.get(f"{api}/v1/events").json() if e["kind"] == "replica-crashed"]
+        return [e for e in loopback.get(f"{api}/v1/events").json() if e["kind"] == "replica-crashed"]
 
     # The supervisor notices a crash on its next tick (every 0.5 s): wait for the record.
     recorded = wait_until(crashes, 5, interval=0.1, what="the crash to be recorded")
@@ -164,7 +164,7 @@ def test_init_makes_a_project_that_runs(tmp_path: Path):
     project.cli("init", ".")
     try:
         project.cli("up", "--detach", "--port", str(project.port))
-        r = httpx.get(f"{project.url}/hello/")
+        r = loopback.get(f"{project.url}/hello/")
         assert r.status_code == 200 and r.text.startswith("hello from ")
         assert project.versions("hello")["stable"]["ready"] == 2
     finally:

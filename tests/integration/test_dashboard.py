@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from shiploop.loadgen import LoadSpec, run_load_sync
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project
 
@@ -41,7 +42,7 @@ def login_url(project: Project) -> str:
 
 def signed_in(project: Project) -> tuple[httpx.Client, str]:
     """A client holding a session cookie, and the session's CSRF token."""
-    c = httpx.Client(base_url=api(project))
+    c = loopback.client(base_url=api(project))
     r = c.get(login_url(project))
     assert r.status_code == 303 and r.headers["location"] == "/"
     session = c.get("/v1/dashboard/session").json()
@@ -52,17 +53,17 @@ def signed_in(project: Project) -> tuple[httpx.Client, str]:
 @pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_login_code_opens_an_httponly_strict_session_once(project: Project):
     url = login_url(project)
-    first = httpx.get(url)
+    first = loopback.get(url)
     assert first.status_code == 303
     cookie = first.headers["set-cookie"]
     assert cookie.startswith(f"shiploop_session_{project.daemon_info()['api_port']}=")
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
-    again = httpx.get(url)
+    again = loopback.get(url)
     assert again.status_code == 403 and "set-cookie" not in again.headers
     assert "shiploop dashboard" in again.text
-    assert httpx.get(f"{api(project)}/login?code=guessed").status_code == 403
+    assert loopback.get(f"{api(project)}/login?code=guessed").status_code == 403
     # Without a cookie the page is read-only.
-    assert httpx.get(f"{api(project)}/v1/dashboard/session").json() == {
+    assert loopback.get(f"{api(project)}/v1/dashboard/session").json() == {
         "signed_in": False,
         "csrf": None,
         "csrf_header": "X-Shiploop-CSRF",
@@ -75,13 +76,13 @@ def test_mutation_needs_the_session_cookie_and_its_csrf_token_or_the_api_token(p
     c, csrf = signed_in(project)
     with closing(c):
         # No cookie at all: refused, even with a CSRF-looking header and the right Origin.
-        r = httpx.post(f"{base}{PAUSE}", headers={**origin, "X-Shiploop-CSRF": csrf})
+        r = loopback.post(f"{base}{PAUSE}", headers={**origin, "X-Shiploop-CSRF": csrf})
         assert r.status_code == 401, r.text
         # A cookie but no (or a wrong) CSRF header: refused.
         assert c.post(PAUSE, headers=origin).status_code == 403
         assert c.post(PAUSE, headers={**origin, "X-Shiploop-CSRF": "x" + csrf}).status_code == 403
         # A stale cookie that no session has: refused.
-        stale = httpx.post(
+        stale = loopback.post(
             f"{base}{PAUSE}",
             headers={**origin, "X-Shiploop-CSRF": csrf},
             cookies={f"shiploop_session_{project.daemon_info()['api_port']}": "made-up"},
@@ -92,9 +93,9 @@ def test_mutation_needs_the_session_cookie_and_its_csrf_token_or_the_api_token(p
         assert ok.status_code == 409 and "has no rollout in progress" in ok.json()["error"], ok.text
     # The API token works as it does everywhere.
     token = (project.root / ".shiploop" / "token").read_text().strip()
-    r = httpx.post(f"{base}{PAUSE}", headers={"Authorization": f"Bearer {token}"})
+    r = loopback.post(f"{base}{PAUSE}", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 409 and "has no rollout in progress" in r.json()["error"]
-    assert httpx.post(f"{base}/v1/dashboard/login-code").status_code == 401
+    assert loopback.post(f"{base}/v1/dashboard/login-code").status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -118,8 +119,8 @@ def test_cross_origin_post_is_refused_even_with_cookie_and_csrf_token(project: P
 def test_dashboard_pages_follow_the_host_check(project: Project):
     base = api(project)
     for path in ("/", "/static/app.js", "/v1/dashboard/overview", f"/login?code={'x' * 10}"):
-        assert httpx.get(f"{base}{path}", headers={"Host": "evil.example"}).status_code == 421, path
-    page = httpx.get(f"{base}/")
+        assert loopback.get(f"{base}{path}", headers={"Host": "evil.example"}).status_code == 421, path
+    page = loopback.get(f"{base}/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     # Offline: nothing the page loads comes from elsewhere.
     static = Path(__file__).parents[2] / "shiploop" / "daemon" / "static"
@@ -133,7 +134,7 @@ def test_traffic_series_shows_the_load_sent(project: Project):
     base = api(project)
 
     def counted() -> int:
-        overview = httpx.get(f"{base}/v1/dashboard/overview").json()
+        overview = loopback.get(f"{base}/v1/dashboard/overview").json()
         series = next(s for s in overview["services"] if s["name"] == "echo")["series"]
         return sum(p["requests"] for pts in series.values() for p in pts)
 
@@ -149,18 +150,18 @@ def test_overview_lists_personal_routes_until_released(project: Project):
 
     def intercepts() -> list[dict]:
         # Past the overview's one-second cache: a fresh build, read once it is a second younger.
-        overview = httpx.get(f"{base}/v1/dashboard/overview").json()
+        overview = loopback.get(f"{base}/v1/dashboard/overview").json()
         return next(s for s in overview["services"] if s["name"] == "echo")["intercepts"]
 
     claim = {"header": "x-dev", "value": "ana", "port": 9, "owner": "ana@laptop"}
-    held = httpx.post(f"{base}/v1/services/echo/intercepts", json=claim, headers=auth)
+    held = loopback.post(f"{base}/v1/services/echo/intercepts", json=claim, headers=auth)
     assert held.status_code == 200, held.text
     try:
         wait_until(lambda: intercepts() != [], 5, interval=0.3, what="the intercept on the overview")
         [shown] = intercepts()
         assert shown["kind"] == "intercept" and (shown["header"], shown["value"]) == ("x-dev", "ana")
         assert shown["target"] == "127.0.0.1:9" and shown["owner"] == "ana@laptop"
-        assert shown["expires_at"] > httpx.get(f"{base}/v1/dashboard/overview").json()["now"]
+        assert shown["expires_at"] > loopback.get(f"{base}/v1/dashboard/overview").json()["now"]
     finally:
-        httpx.delete(f"{base}/v1/intercepts/{held.json()['id']}", headers=auth)
+        loopback.delete(f"{base}/v1/intercepts/{held.json()['id']}", headers=auth)
     wait_until(lambda: intercepts() == [], 5, interval=0.3, what="the released intercept gone from the overview")

@@ -18,6 +18,7 @@ import pytest
 
 from shiploop.loadgen import LoadSpec, run_load_sync
 from shiploop.procs import is_running
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project, create_project, take_down
 
@@ -55,7 +56,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
 def _status(project: Project) -> dict:  # type: ignore[type-arg]
     """The daemon's answer to `experiment status` (straight from the API: a CLI start costs ~1 s here)."""
     api = project.daemon_info()["api_port"]
-    return dict(httpx.get(f"http://127.0.0.1:{api}/v1/services/shop/experiment", timeout=10).json())
+    return dict(loopback.get(f"http://127.0.0.1:{api}/v1/services/shop/experiment", timeout=10).json())
 
 
 def _visit(client: httpx.Client, cookie: str | None, events: str = "") -> tuple[str, str]:
@@ -95,7 +96,7 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     sent_units: Counter[str] = Counter()
     sent_signups: Counter[str] = Counter()
     seen: dict[str, str] = {}
-    with httpx.Client(base_url=project.url, timeout=10) as client:
+    with loopback.client(base_url=project.url, timeout=10) as client:
         for _ in range(80):
             version, unit = _visit(client, None)
             seen[unit] = version
@@ -141,7 +142,7 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     os.kill(daemon["pid"], signal.SIGKILL)
     wait_until(lambda: not is_running(daemon["pid"], daemon["start_time"]), 5, what="daemon to die")
     project.cli("up", "--detach")
-    with httpx.Client(base_url=project.url, timeout=10) as client:
+    with loopback.client(base_url=project.url, timeout=10) as client:
         assert {u: _visit(client, u)[0] for u in seen} == seen
     sticky.append(_hammer(project, STICKY_UNIT))
     assert len({v for counts in sticky for v in counts}) == 1, sticky
@@ -173,7 +174,7 @@ def test_visitors_counted_sticky_across_a_daemon_restart_and_harm_stops(project:
     wait_until(lambda: "canary" not in project.versions("shop"), 15, what="the discarded candidate to stop")
     project.set_env("shop", {"DESIGN": "broken", "FAIL_RATE": "0.5"})
     project.cli("experiment", "start", "shop")
-    with httpx.Client(base_url=project.url, timeout=10) as client:
+    with loopback.client(base_url=project.url, timeout=10) as client:
 
         def harm_found() -> bool:
             for _ in range(20):

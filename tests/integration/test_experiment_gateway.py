@@ -9,7 +9,6 @@ import signal
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shiploop.gateway.assignment import CONTROL, TREATMENT, arm_of
@@ -17,6 +16,7 @@ from shiploop.gateway.gateway import Gateway
 from shiploop.procs import free_port
 from shiploop.server.routing import ExperimentRouting, Placement, ServiceRouting, build_routing_state
 from shiploop.spec import ServiceSpec
+from tests import loopback
 from tests.conftest import wait_until
 
 COOKIE = "shiploop_uid"
@@ -54,7 +54,7 @@ def test_units_stick_events_are_logged_and_stripped_other_routes_untouched(tmp_p
     url = f"http://127.0.0.1:{port}"
     try:
         loop.run_until_complete(gateway.start(state))
-        with httpx.Client(base_url=url) as client:
+        with loopback.client(base_url=url) as client:
             # Known units: every request of a unit goes to the variant its hash says, whatever
             # variant header the client sends; about 30% of units see the treatment.
             seen: dict[str, set[str]] = {}
@@ -73,7 +73,7 @@ def test_units_stick_events_are_logged_and_stripped_other_routes_untouched(tmp_p
             assert 0.17 < share < 0.43, share  # 30% of 200 units: 4 standard deviations either side
 
             # A new visitor gets an id in a cookie and keeps its variant with it.
-            with httpx.Client(base_url=url) as browser:  # keeps its cookies, as a browser does
+            with loopback.client(base_url=url) as browser:  # keeps its cookies, as a browser does
                 first = browser.get("/shop/x", headers={"x-echo-events": "signup"})
                 new_id = first.cookies[COOKIE]
                 assert len(new_id) == 32 and "Max-Age=31536000" in first.headers["set-cookie"]
@@ -109,7 +109,7 @@ def test_units_stick_events_are_logged_and_stripped_other_routes_untouched(tmp_p
         os.kill(gateway.process.pid, signal.SIGKILL)
         wait_until(lambda: not gateway.alive(), 5, what="envoy to die")
         assert loop.run_until_complete(gateway.restart()) is not None
-        with httpx.Client(base_url=url) as client:
+        with loopback.client(base_url=url) as client:
             after = {u: client.get("/shop/x", headers={"cookie": f"{COOKIE}={u}"}).json()["version"] for u in expected}
         assert after == {u: expected[u] for u in after}
     finally:

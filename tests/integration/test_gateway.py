@@ -25,6 +25,7 @@ from shiploop.gateway.model import (
     WeightedTarget,
 )
 from shiploop.procs import free_port
+from tests import loopback
 from tests.conftest import App, wait_until
 
 
@@ -62,7 +63,7 @@ def test_weighted_split_is_within_binomial_bounds(gateway, loop, spawn_app):
     port = free_port()
     route = Route("echo", Match(prefix="/"), (target(a, 90), target(b, 10)))
     loop.run_until_complete(gateway.start(state(port, [a, b], [route])))
-    with httpx.Client() as client:
+    with loopback.client() as client:
         seen = versions_of(client, f"http://127.0.0.1:{port}/x", 2000)
     n, p = 2000, 0.10
     sd = math.sqrt(n * p * (1 - p))
@@ -78,7 +79,7 @@ def test_header_route_takes_every_match_and_nothing_else(gateway, loop, spawn_ap
     main_route = Route("echo", Match(prefix="/"), (target(a, 100),))
     loop.run_until_complete(gateway.start(state(port, [a, b], [header_route, main_route])))
     url = f"http://127.0.0.1:{port}/x"
-    with httpx.Client() as client:
+    with loopback.client() as client:
         assert versions_of(client, url, 200, {"x-user": "ana"}) == Counter({"echo@b": 200})
         assert versions_of(client, url, 200, {"x-user": "bob"}) == Counter({"echo@a": 200})
         assert versions_of(client, url, 200) == Counter({"echo@a": 200})
@@ -90,7 +91,7 @@ def test_mirror_copies_traffic_but_clients_see_only_primary(gateway, loop, spawn
     port = free_port()
     route = Route("echo", Match(prefix="/"), (target(a, 100),), mirrors=(f"echo_{shadow.version}",))
     loop.run_until_complete(gateway.start(state(port, [a, shadow], [route])))
-    with httpx.Client() as client:
+    with loopback.client() as client:
         for _ in range(300):
             r = client.get(f"http://127.0.0.1:{port}/x")
             assert r.status_code == 200 and r.json()["version"] == "a"
@@ -103,7 +104,7 @@ def test_weight_change_is_served_within_100ms_of_publish(gateway, loop, spawn_ap
     port = free_port()
     url = f"http://127.0.0.1:{port}/x"
     loop.run_until_complete(gateway.start(state(port, [a, b], [Route("echo", Match(prefix="/"), (target(a, 100),))])))
-    with httpx.Client() as client:
+    with loopback.client() as client:
         assert versions_of(client, url, 20) == Counter({"echo@a": 20})
         started = time.monotonic()
         loop.run_until_complete(
@@ -126,7 +127,7 @@ def test_rejected_config_is_reported_and_previous_keeps_serving(gateway, loop, s
     with pytest.raises(ShiploopError) as err:
         loop.run_until_complete(gateway.publish(bad))
     assert "rejected" in err.value.line() and "(?=" in err.value.line()
-    r = httpx.get(f"http://127.0.0.1:{port}/anything")
+    r = loopback.get(f"http://127.0.0.1:{port}/anything")
     assert r.status_code == 200 and r.json()["version"] == "a"
     # The files on disk are the good generation again, so an Envoy restart loads good config.
     current = (gateway.xds_dir / "current" / "rds.json").read_text()
@@ -142,7 +143,7 @@ def test_retries_hide_flaky_upstream_and_are_needed(gateway, loop, spawn_app):
     plain = Route("plain", Match(prefix="/plain"), (target(flaky, 100),), retry=Retry(attempts=0))
     retried = Route("retried", Match(prefix="/retried"), (target(flaky, 100),), retry=Retry(attempts=10, on=("5xx",)))
     loop.run_until_complete(gateway.start(state(port, [flaky], [plain, retried])))
-    with httpx.Client() as client:
+    with loopback.client() as client:
         plain_codes = Counter(client.get(f"http://127.0.0.1:{port}/plain").status_code for _ in range(200))
         retried_codes = Counter(client.get(f"http://127.0.0.1:{port}/retried").status_code for _ in range(200))
     assert plain_codes[500] > 20, plain_codes  # about 60 expected: the upstream really is flaky
@@ -155,7 +156,7 @@ def test_route_timeout_answers_504(gateway, loop, spawn_app):
     route = Route("slow", Match(prefix="/"), (target(slow, 100),), timeout_s=0.2, retry=Retry(attempts=0))
     loop.run_until_complete(gateway.start(state(port, [slow], [route])))
     started = time.monotonic()
-    r = httpx.get(f"http://127.0.0.1:{port}/x", timeout=5)
+    r = loopback.get(f"http://127.0.0.1:{port}/x", timeout=5)
     assert r.status_code == 504
     assert time.monotonic() - started < 1.5
 

@@ -25,6 +25,7 @@ import pytest
 from shiploop.gateway.admin import EnvoyAdmin
 from shiploop.naming import cluster_name
 from shiploop.procs import free_port, is_running, process_start_time
+from tests import loopback
 from tests.conftest import APPS, wait_until
 from tests.daemon_helpers import SHIPLOOP, Project, create_project, take_down
 
@@ -147,13 +148,13 @@ def intercept(p: Project, clis: list[Cli], header: str, version: str, *extra: st
 
 def answer(p: Project, headers: dict[str, str] | None = None) -> str:
     """Who answered a request to /web/ through the gateway: the app's version, or the status code."""
-    r = httpx.get(f"{p.url}/web/x", headers=headers or {}, timeout=5)
+    r = loopback.get(f"{p.url}/web/x", headers=headers or {}, timeout=5)
     return str(r.json()["version"]) if r.status_code == 200 else str(r.status_code)
 
 
 def api(p: Project, path: str) -> Any:
     """The daemon's API read directly: a CLI call costs a second or more of start-up on a busy machine."""
-    return httpx.get(f"http://127.0.0.1:{p.daemon_info()['api_port']}{path}", timeout=10).json()
+    return loopback.get(f"http://127.0.0.1:{p.daemon_info()['api_port']}{path}", timeout=10).json()
 
 
 def stable_version(p: Project) -> str:

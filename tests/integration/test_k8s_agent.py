@@ -21,6 +21,7 @@ from shiploop.gateway.model import Cluster, Endpoint, Match, Route, RoutingState
 from shiploop.k8s import routing_doc
 from shiploop.k8s.agent import write_atomically
 from shiploop.procs import free_port, terminate_group
+from tests import loopback
 from tests.conftest import App, wait_until
 
 
@@ -50,7 +51,7 @@ class Gateway:
         write_atomically(self.doc, routing_doc.dumps(s))
 
     def health(self) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1)
+        return loopback.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1)
 
     def health_status(self) -> int:
         try:
@@ -59,7 +60,7 @@ class Gateway:
             return 0  # not listening yet
 
     def versions(self, n: int) -> Counter[str]:
-        with httpx.Client(timeout=2) as client:
+        with loopback.client(timeout=2) as client:
             return Counter(
                 client.get(f"http://127.0.0.1:{self.port}/").headers.get("x-shiploop-version", "") for _ in range(n)
             )
@@ -119,6 +120,6 @@ def test_envoy_follows_weight_changes_in_the_routing_document(gateway: tuple[Gat
     # Each applied document was confirmed by Envoy through its admin socket (the agent attached to it).
     assert gw.health().json()["applied"] >= 3
     # Envoy's stats listener (the pod's Prometheus target) answers with per-version series.
-    metrics = httpx.get(f"http://127.0.0.1:{gw.stats_port}/metrics", timeout=2).text
+    metrics = loopback.get(f"http://127.0.0.1:{gw.stats_port}/metrics", timeout=2).text
     assert 'envoy_cluster_upstream_rq_completed{envoy_cluster_name="web_v2",service="web",version="v2"}' in metrics
     assert os.path.exists(gw.xds / "admin.sock")

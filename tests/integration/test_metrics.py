@@ -21,6 +21,7 @@ from shiploop.metrics.envoy_source import VersionTraffic, read_cluster_stats
 from shiploop.metrics.prom_text import PromParseError, Sample, parse, parse_exposition
 from shiploop.metrics.sampler import MetricsSampler, Target
 from shiploop.procs import free_port
+from tests import loopback
 from tests.conftest import App, wait_until
 
 # --- the parser ---------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def admin_of(gw: Gateway) -> EnvoyAdmin:
 
 
 def send(port: int, n: int) -> Counter[int]:
-    with httpx.Client(timeout=10) as client:
+    with loopback.client(timeout=10) as client:
         return Counter(client.get(f"http://127.0.0.1:{port}/x").status_code for _ in range(n))
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import loopback
 from tests.conftest import APPS, wait_until
 from tests.daemon_helpers import SHIPLOOP, Project, create_project
 from tests.netns import Hosts, Unsupported
@@ -71,7 +72,7 @@ class Shared:
     def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
         """A request to the shared host's gateway, from the developer's machine."""
         return self.hosts.call(
-            self.hosts.dev, lambda: httpx.get(self.gateway + path, headers=headers or {}, timeout=10)
+            self.hosts.dev, lambda: loopback.get(self.gateway + path, headers=headers or {}, timeout=10)
         )
 
 
@@ -133,7 +134,7 @@ def dev_app(shared: Shared) -> Iterator[DevApp]:
 def _answers(shared: Shared, port: int) -> bool:
     try:
         return (
-            shared.hosts.call(shared.hosts.dev, lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=1)).text
+            shared.hosts.call(shared.hosts.dev, lambda: loopback.get(f"http://127.0.0.1:{port}/", timeout=1)).text
             == "dev app"
         )
     except httpx.HTTPError:
@@ -218,7 +219,7 @@ def test_a_1mb_body_passes_both_ways(shared: Shared, tunnelled: Intercepting) ->
     body = os.urandom(1 << 20)
 
     def post() -> httpx.Response:
-        return httpx.post(shared.gateway + "/web/upload", content=body, headers={"x-dev": "ana"}, timeout=30)
+        return loopback.post(shared.gateway + "/web/upload", content=body, headers={"x-dev": "ana"}, timeout=30)
 
     r = shared.hosts.call(shared.hosts.dev, post)
     assert r.status_code == 200

@@ -7,10 +7,10 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shiploop.loadgen import LoadSpec, run_load_sync
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import Project
 
@@ -74,7 +74,7 @@ def test_api_answers_only_requests_for_its_own_address(project: Project, host: s
     headers = {"Host": host.format(port=port, other=port + 1)}
     base = f"http://127.0.0.1:{port}"
     for method, path in [("GET", "/v1/status"), ("GET", "/v1/events"), ("POST", "/v1/services/echo/promote")]:
-        r = httpx.request(method, f"{base}{path}", headers=headers)
+        r = loopback.request(method, f"{base}{path}", headers=headers)
         if allowed:
             assert r.status_code != 421, (path, r.text)
         else:
@@ -110,7 +110,7 @@ def test_envoy_admin_is_a_private_socket_and_our_reads_still_work(project: Proje
     stats_port = recorded["stats_port"]
     assert listening_tcp_ports(recorded["pid"]) == {project.port, stats_port}
     for method, path in (("POST", "/quitquitquit"), ("GET", "/config_dump"), ("GET", "/stats")):
-        assert httpx.request(method, f"http://127.0.0.1:{stats_port}{path}").status_code == 404, path
+        assert loopback.request(method, f"http://127.0.0.1:{stats_port}{path}").status_code == 404, path
     envoy = project.status()["envoy"]
     socket_path = Path(envoy["admin"])
     assert socket_path.parent == project.root / ".shiploop"

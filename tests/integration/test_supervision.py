@@ -17,6 +17,7 @@ import pytest
 
 from shiploop.loadgen import background_load
 from shiploop.procs import is_running
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import SHIPLOOP, Project
 from tests.faults import Losses, can_chattr, set_immutable, store_files
@@ -40,12 +41,12 @@ def api(project: Project) -> str:
 
 
 def events(project: Project, kind: str) -> list[dict[str, Any]]:
-    return [e for e in httpx.get(f"{api(project)}/v1/events", params={"limit": 1000}).json() if e["kind"] == kind]
+    return [e for e in loopback.get(f"{api(project)}/v1/events", params={"limit": 1000}).json() if e["kind"] == kind]
 
 
 def stable_ready(project: Project, api_url: str) -> int:
     """Ready replicas of echo's stable version, from the API (faster than the CLI, for tight polls)."""
-    services = httpx.get(f"{api_url}/v1/status").json()["services"]
+    services = loopback.get(f"{api_url}/v1/status").json()["services"]
     return int(next(v["ready"] for v in services[0]["versions"] if v["track"] == "stable"))
 
 
@@ -64,7 +65,7 @@ def replica_processes(project: Project) -> set[int]:
 
 def serves(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=0.5).status_code == 200
+        return loopback.get(url, timeout=0.5).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -19,6 +19,7 @@ from shiploop.gateway.gateway import Gateway
 from shiploop.gateway.model import Cluster, Endpoint, Match, Route, RoutingState, WeightedTarget
 from shiploop.loadgen import background_load
 from shiploop.procs import free_port
+from tests import loopback
 from tests.conftest import wait_until
 from tests.daemon_helpers import SHIPLOOP, Project
 
@@ -41,7 +42,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape(url: str) -> Samples:
-    r = httpx.get(url, timeout=5)
+    r = loopback.get(url, timeout=5)
     assert r.status_code == 200, r.text
     out: Samples = {}
     for family in text_string_to_metric_families(r.text):
@@ -96,7 +97,7 @@ def test_daemon_and_envoy_metrics_during_a_canary(project: Project):
     assert value(m, "shiploop_envoy_restarts_total") == 0
 
     # The same Host check as the rest of the API.
-    assert httpx.get(f"{api}/metrics", headers={"Host": "evil.example:80"}).status_code == 421
+    assert loopback.get(f"{api}/metrics", headers={"Host": "evil.example:80"}).status_code == 421
 
     # file_sd: every ready replica, labelled; Envoy's stats per track through the stats listener.
     files = project.root / ".shiploop" / "prometheus"
@@ -106,7 +107,7 @@ def test_daemon_and_envoy_metrics_during_a_canary(project: Project):
                              (canary, "canary", "1")])
     for g in replicas:
         assert g["labels"]["service"] == "echo"
-        assert httpx.get(f"http://{g['targets'][0]}/metrics").status_code == 200
+        assert loopback.get(f"http://{g['targets'][0]}/metrics").status_code == 200
     assert json.loads((files / "daemon.json").read_text())[0]["targets"] == [api.removeprefix("http://")]
     envoy = json.loads((files / "envoy.json").read_text())
     per_track: dict[str, Samples] = {}
@@ -124,8 +125,8 @@ def test_daemon_and_envoy_metrics_during_a_canary(project: Project):
     stats = envoy[0]["targets"][0]
     # Only GET /metrics reaches the admin socket: nothing else of the admin API is exposed.
     for path in ("/ready", "/quitquitquit", "/stats", "/config_dump", "/metrics/x"):
-        assert httpx.get(f"http://{stats}{path}").status_code == 404, path
-    assert httpx.post(f"http://{stats}/quitquitquit").status_code == 404
+        assert loopback.get(f"http://{stats}{path}").status_code == 404, path
+    assert loopback.post(f"http://{stats}/quitquitquit").status_code == 404
 
     # Ended by hand: the canary's replicas leave the targets, and the outcome is counted.
     project.cli("rollout", "abort", "echo")
@@ -203,7 +204,7 @@ def test_envoy_restarts_on_a_new_stats_port_when_its_own_was_taken(tmp_path: Pat
     try:
         loop.run_until_complete(gw.start(state))
         assert gw.process is not None and gw.process.stats_port == stats_port
-        httpx.get(f"http://127.0.0.1:{gateway_port}/x")
+        loopback.get(f"http://127.0.0.1:{gateway_port}/x")
         m = scrape(f"http://127.0.0.1:{stats_port}/metrics")
         assert value(m, "envoy_cluster_upstream_rq_completed_total", service="web", version="abc123") == 1
         os.kill(gw.process.pid, signal.SIGKILL)
@@ -223,7 +224,7 @@ def test_envoy_restarts_on_a_new_stats_port_when_its_own_was_taken(tmp_path: Pat
             restart = loop.run_until_complete(gw.restart())
         assert restart is not None and gw.alive()
         assert gw.stats_port != stats_port and gw.process.stats_port == gw.stats_port
-        assert httpx.get(f"http://127.0.0.1:{gateway_port}/x").status_code == 200
+        assert loopback.get(f"http://127.0.0.1:{gateway_port}/x").status_code == 200
         m = scrape(f"http://127.0.0.1:{gw.stats_port}/metrics")
         assert value(m, "envoy_cluster_upstream_rq_completed_total", service="web", version="abc123") == 1
     finally:
