@@ -55,6 +55,13 @@ class RolloutController:
         self.sleep = sleep
         self._windows: dict[int, tuple[Reading, ...]] = {}  # the limit window of each rollout, in memory
         self._last_eval: dict[int, float] = {}
+        # One per service: a judgement (read, judge, act) and a person's command (start, pause,
+        # resume, abort, promote) never interleave. A tick holding a record read before a pause
+        # awaited Envoy's stats, then saved it back as progressing and moved the weights on.
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, service: str) -> asyncio.Lock:
+        return self._locks.setdefault(service, asyncio.Lock())
 
     # -- records ------------------------------------------------------------------------------------
 
@@ -103,6 +110,10 @@ class RolloutController:
     # -- starting ----------------------------------------------------------------------------------------
 
     async def start(self, service: str) -> dict[str, Any]:
+        async with self._lock(service):
+            return await self._start(service)
+
+    async def _start(self, service: str) -> dict[str, Any]:
         current = self.latest(service)
         if current is not None and current.active:
             raise Conflict(
@@ -187,14 +198,21 @@ class RolloutController:
 
     async def tick(self) -> None:
         """Called by the daemon's supervisor; judges each progressing rollout about once a second."""
-        for r in self.active():
-            if r.state != RolloutState.PROGRESSING:
+        for listed in self.active():
+            if listed.state != RolloutState.PROGRESSING:
                 continue
             now = self.clock()
-            if now - self._last_eval.get(r.id, float("-inf")) < EVAL_INTERVAL_S:
+            if now - self._last_eval.get(listed.id, float("-inf")) < EVAL_INTERVAL_S:
                 continue
-            self._last_eval[r.id] = now
-            await self.evaluate(r)
+            lock = self._lock(listed.service)
+            if lock.locked():
+                continue  # a command for this service is being carried out: judge it next second
+            async with lock:
+                r = self.get(listed.id)  # as a command that just ended left it
+                if r.state != RolloutState.PROGRESSING:
+                    continue
+                self._last_eval[r.id] = now
+                await self.evaluate(r)
 
     async def evaluate(self, r: RolloutRecord) -> Verdict:
         observed: Observation | ReadingUnavailable
@@ -297,40 +315,45 @@ class RolloutController:
         return r
 
     async def pause(self, service: str) -> dict[str, Any]:
-        r = self._current(service)
-        r.state = RolloutState.PAUSED
-        self._save(r, "rollout-paused", "paused by hand")
-        return self.view(r)
+        async with self._lock(service):
+            r = self._current(service)
+            r.state = RolloutState.PAUSED
+            self._save(r, "rollout-paused", "paused by hand")
+            return self.view(r)
 
     async def resume(self, service: str) -> dict[str, Any]:
-        r = self._current(service)
-        if r.state in (RolloutState.PAUSED, RolloutState.HELD):
-            # The step's clock starts again; its evidence (every step's readings) is kept.
-            r.state = RolloutState.PROGRESSING
-            if r.current is not None:
-                r.current.clock_from = self.clock()
-            r.reason = r.rule = None
-            self._save(r, "rollout-resumed", "resumed by hand")
-        return self.view(r)
+        async with self._lock(service):
+            r = self._current(service)
+            if r.state in (RolloutState.PAUSED, RolloutState.HELD):
+                # The step's clock starts again; its evidence (every step's readings) is kept.
+                r.state = RolloutState.PROGRESSING
+                if r.current is not None:
+                    r.current.clock_from = self.clock()
+                r.reason = r.rule = None
+                self._save(r, "rollout-resumed", "resumed by hand")
+            return self.view(r)
 
     async def abort(self, service: str) -> dict[str, Any]:
-        r = self._current(service)
-        await self._end(r, RolloutState.ABORTED, "aborted by hand", "by_hand", r.last or {})
-        return self.view(self.get(r.id))
+        async with self._lock(service):
+            r = self._current(service)
+            await self._end(r, RolloutState.ABORTED, "aborted by hand", "by_hand", r.last or {})
+            return self.view(self.get(r.id))
 
     async def promote_now(self, service: str) -> dict[str, Any]:
-        r = self._current(service)
-        await self._end(r, RolloutState.PROMOTED, "promoted by hand", "by_hand", r.last or {})
-        return self.view(self.get(r.id))
+        async with self._lock(service):
+            r = self._current(service)
+            await self._end(r, RolloutState.PROMOTED, "promoted by hand", "by_hand", r.last or {})
+            return self.view(self.get(r.id))
 
     async def fail_unstarted(self, service: str, reason: str) -> dict[str, Any] | None:
         """End a rollout whose start broke off before its first step (a metric source that never answered):
         failed, with all traffic on stable, instead of pending with its first weights set and nobody judging."""
-        r = self.latest(service)
-        if r is None or r.state != RolloutState.PENDING or r.steps:
-            return None
-        await self._end(r, RolloutState.FAILED, reason, "start_failed", {})
-        return self.view(self.get(r.id))
+        async with self._lock(service):
+            r = self.latest(service)
+            if r is None or r.state != RolloutState.PENDING or r.steps:
+                return None
+            await self._end(r, RolloutState.FAILED, reason, "start_failed", {})
+            return self.view(self.get(r.id))
 
     async def resume_after_restart(self) -> None:
         """A new daemon: finish what a dead one left half done; never keep an unaccounted candidate."""
