@@ -141,21 +141,43 @@ def _bindable(host: str, port: int) -> bool:
         return True
 
 
+# Ports this process picked or was told are taken, and when: a port is free when picked and
+# bound later (a replica's once it starts, the gateway's once Envoy does), so a second pick in
+# between could return it again. A daemon picks its replicas', Envoy's stats and its API's ports
+# while its gateway port (claimed) waits for Envoy: in full runs of the suite one start in a few
+# hundred failed with "address already in use" before this.
+_PICKED: dict[int, float] = {}
+PICKED_HOLD_S = 120.0
+
+
+def claim_port(port: int) -> None:
+    """Tell free_port that `port` is this process's, bound or not: it is not picked again."""
+    _PICKED[port] = time.monotonic()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now, picked at random from listen_port_range()."""
+    """A port nothing listens on now, picked at random from listen_port_range(), and not one
+    this process picked or claimed in the last PICKED_HOLD_S seconds."""
     import random
 
     candidates = listen_port_range()
+    now = time.monotonic()
+
+    def usable(port: int) -> bool:
+        return now - _PICKED.get(port, -PICKED_HOLD_S) >= PICKED_HOLD_S and _bindable(host, port)
+
     # Random probes, each port as likely as any other free one. A sweep from a random start
     # (used before) picked the port just past a block of bound ones far more often: two
     # processes choosing before either binds (a gateway port picked by the CLI, the API port
     # by the daemon) met there, and one start failed with "address already in use".
     # Shuffling the whole range (about 17,000 ports) took 42 ms a call.
     for _ in range(min(64, len(candidates))):
-        if _bindable(host, port := random.choice(candidates)):
+        if usable(port := random.choice(candidates)):
+            _PICKED[port] = now
             return port
     for port in candidates:  # nearly full: every port once
-        if _bindable(host, port):
+        if usable(port):
+            _PICKED[port] = now
             return port
     if os.environ.get("SHIPLOOP_PORT_RANGE", "").strip():
         raise Unavailable(

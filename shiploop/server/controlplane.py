@@ -20,7 +20,7 @@ from shiploop.gateway.gateway import Gateway
 from shiploop.gateway.model import RoutingState
 from shiploop.naming import Track
 from shiploop.paths import ProjectPaths
-from shiploop.procs import free_port
+from shiploop.procs import claim_port, free_port
 from shiploop.runtime.local import LocalRuntime
 from shiploop.server.context import PlaneContext
 from shiploop.server.intercepts import Intercepts
@@ -48,6 +48,7 @@ class ControlPlane:
         # A restarted daemon keeps the port the running Envoy already listens on.
         adopted_port = store.get("gateway_port") if store.get("envoy") else None
         port = gateway_port or (int(adopted_port) if adopted_port else project.gateway.port)
+        claim_port(port)  # bound once Envoy starts: not to be picked for a replica meanwhile
         runtime = LocalRuntime(paths.state_dir, store, lambda *a: self.ctx.event(*a))
         # Envoy's stats listener for Prometheus: a free port (an adopted Envoy keeps its own, from its record).
         gateway = Gateway(paths.state_dir, node_id=f"shiploop-{project.name}", stats_port=free_port())

@@ -8,8 +8,9 @@ from collections import Counter
 
 import pytest
 
+from shiploop import procs
 from shiploop.errors import Invalid, Unavailable
-from shiploop.procs import free_port, listen_port_range
+from shiploop.procs import claim_port, free_port, listen_port_range
 
 
 def test_ports_come_from_the_range_and_skip_a_taken_one(monkeypatch):
@@ -53,12 +54,36 @@ def test_the_port_after_a_bound_block_is_no_likelier_than_any_other(monkeypatch)
     try:
         first = block[0].getsockname()[1]
         monkeypatch.setenv("SHIPLOOP_PORT_RANGE", f"{first}-{first + 39}")
-        picks = Counter(free_port() for _ in range(400))
+        picks = Counter(_pick_afresh() for _ in range(400))
     finally:
         for s in block:
             s.close()
     assert set(picks) <= set(range(first + 20, first + 40))
     assert picks.most_common(1)[0][1] < 60, picks  # 20 free ports: about 20 picks each
+
+
+def _pick_afresh() -> int:
+    """free_port as a process that picked nothing before would pick."""
+    procs._PICKED.clear()
+    return free_port()
+
+
+def test_a_process_never_picks_a_port_twice_nor_one_it_claimed(monkeypatch):
+    """A port is free when picked and bound later (a replica's once it starts, the gateway's once
+    Envoy does): a second pick in between must not return it."""
+    monkeypatch.setattr(procs, "_PICKED", {})
+    block = _bind_block(1, span=21)
+    try:
+        first = block[0].getsockname()[1] + 1
+        monkeypatch.setenv("SHIPLOOP_PORT_RANGE", f"{first}-{first + 19}")
+        claim_port(first)  # the gateway's, not bound yet
+        picks = [free_port() for _ in range(19)]
+        assert sorted(picks) == list(range(first + 1, first + 20))
+        with pytest.raises(Unavailable, match="no free port"):
+            free_port()
+    finally:
+        for s in block:
+            s.close()
 
 
 def _bind_block(n: int, span: int) -> list[socket.socket]:
