@@ -130,7 +130,8 @@ def listen_port_range() -> range:
     return range(int(first), int(last) + 1)
 
 
-def _bindable(host: str, port: int) -> bool:
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing listens on `port` now (a bind to it succeeds)."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -164,7 +165,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     now = time.monotonic()
 
     def usable(port: int) -> bool:
-        return now - _PICKED.get(port, -PICKED_HOLD_S) >= PICKED_HOLD_S and _bindable(host, port)
+        return now - _PICKED.get(port, -PICKED_HOLD_S) >= PICKED_HOLD_S and port_free(port, host)
 
     # Random probes, each port as likely as any other free one. A sweep from a random start
     # (used before) picked the port just past a block of bound ones far more often: two

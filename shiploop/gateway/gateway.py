@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from shiploop.gateway.envoy import EnvoyProcess, start_envoy
 from shiploop.gateway.model import PublishResult, RoutingState
 from shiploop.gateway.publisher import EnvoyUnreachable, Publisher
 from shiploop.paths import admin_socket_path
-from shiploop.procs import free_port
+from shiploop.procs import free_port, port_free
 
 # How long a publish waits for a dead Envoy to be restarted before it reports
 # the gateway unavailable. A restart takes about half a second (measured).
@@ -54,15 +53,6 @@ class Durations:
                 self.counts[i] += 1
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class Gateway:
     def __init__(self, state_dir: Path, node_id: str = "shiploop", stats_port: int | None = None) -> None:
         self.xds_dir = state_dir / "xds"
@@ -87,7 +77,7 @@ class Gateway:
         await self.publisher.publish(initial)
 
     def _launch(self) -> EnvoyProcess:
-        if self.stats_port is not None and not _port_free(self.stats_port):
+        if self.stats_port is not None and not port_free(self.stats_port):
             # Taken since Envoy last had it: a metrics port must never keep the gateway from
             # starting. Prometheus finds the new one in the file_sd targets (telemetry.targets).
             self.stats_port = free_port()

@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from shiploop.errors import Unavailable
-from shiploop.procs import free_port, process_start_time, reap_later, terminate_group
+from shiploop.procs import free_port, port_free, process_start_time, reap_later, terminate_group
 from shiploop.telemetry.alerts import alert_rules
 from shiploop.telemetry.scrape_config import prometheus_config
 from shiploop.telemetry.targets import targets_dir, write_atomically
@@ -71,15 +70,6 @@ class PrometheusProcess:
         return cls(int(d["pid"]), int(d["start_time"]), int(d["port"]))
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class ManagedPrometheus:
     """One Prometheus for the project. `tick()` restarts it if it died; `stop()` ends it."""
 
@@ -108,7 +98,7 @@ class ManagedPrometheus:
         write_atomically(
             self.config_path, prometheus_config(self.state_dir, self.project, rule_files=(self.rules_path,))
         )
-        port = port if port is not None and _port_free(port) else free_port()
+        port = port if port is not None and port_free(port) else free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,

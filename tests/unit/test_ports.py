@@ -10,7 +10,7 @@ import pytest
 
 from shiploop import procs
 from shiploop.errors import Invalid, Unavailable
-from shiploop.procs import claim_port, free_port, listen_port_range
+from shiploop.procs import claim_port, free_port, listen_port_range, port_free
 
 
 def test_ports_come_from_the_range_and_skip_a_taken_one(monkeypatch):
@@ -96,19 +96,10 @@ def _bind_block(n: int, span: int) -> list[socket.socket]:
                 held.append(s)
                 s.bind(("127.0.0.1", port))
                 s.listen()
-            if all(_free(p) for p in range(base + n, base + span)):
+            if all(port_free(p) for p in range(base + n, base + span)):
                 return held
         except OSError:
             pass
         for s in held:
             s.close()
     pytest.skip("no block of free ports found")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
