@@ -165,7 +165,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     now = time.monotonic()
 
     def usable(port: int) -> bool:
-        return now - _PICKED.get(port, -PICKED_HOLD_S) >= PICKED_HOLD_S and port_free(port, host)
+        return now - _PICKED.get(port, float("-inf")) >= PICKED_HOLD_S and port_free(port, host)
 
     # Random probes, each port as likely as any other free one. A sweep from a random start
     # (used before) picked the port just past a block of bound ones far more often: two
