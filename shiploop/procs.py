@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -132,8 +133,6 @@ def listen_port_range() -> range:
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """Nothing listens on `port` now (a bind to it succeeds)."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, port))
@@ -185,8 +184,6 @@ def free_port(host: str = "127.0.0.1") -> int:
             f"no free port in SHIPLOOP_PORT_RANGE={os.environ['SHIPLOOP_PORT_RANGE']}",
             hint="widen it, or unset it",
         )
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

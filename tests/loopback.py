@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-_LOOPBACK = {"verify": False, "trust_env": False}
+from shiploop.loopback import LOOPBACK_OPTIONS as _LOOPBACK
 
 
 def request(method: str, url: str, **kwargs: Any) -> httpx.Response:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from shiploop.errors import ShiploopError
+from shiploop.loopback import loopback_client
 from shiploop.procs import free_port, is_running, process_start_time, reap_later, terminate_group
 from shiploop.store import ReplicaRow, Store
 
@@ -111,9 +112,7 @@ class LocalRuntime:
         self.store = store
         self.on_event = on_event  # (service, kind, message, evidence)
         self.replicas: list[Replica] = []
-        # Health probes to 127.0.0.1 over plain HTTP: no CA bundle to load (40 ms a client), and no
-        # HTTP_PROXY from the environment between us and our own replicas.
-        self._http = httpx.AsyncClient(timeout=2.0, verify=False, trust_env=False)
+        self._http = loopback_client(timeout=2.0)  # health probes
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
-
 from shiploop.analysis import bucket_quantile
+from shiploop.loopback import loopback_client
 from shiploop.metrics.sampler import MetricsSampler, Target
 from shiploop.naming import cluster_name
 from shiploop.server.controlplane import ControlPlane
@@ -20,8 +19,7 @@ class Observer:
     def __init__(self, cp: ControlPlane, clock: Any = time.time) -> None:
         self.cp = cp
         self.clock = clock
-        # The apps' /metrics on 127.0.0.1, plain HTTP: no CA bundle, no proxy from the environment.
-        self._http = httpx.AsyncClient(timeout=1.0, verify=False, trust_env=False)
+        self._http = loopback_client(timeout=1.0)  # the apps' /metrics
         self.sampler = MetricsSampler(lambda: cp.gateway.admin, self._http, retention_s=SERIES_S)
         self._last = 0.0
 

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "shiploop"
 
 # Bottom first. Modules on one row may import each other only as listed in BOTTOM_ORDER.
 LAYERS: list[set[str]] = [
-    {"errors", "procs", "naming", "paths", "contract"},
+    {"errors", "loopback", "procs", "naming", "paths", "contract"},
     {"spec"},
     {"versions"},
     {"images"},
@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"daemon"},
     {"cli"},
 ]
-BOTTOM_ORDER = ["errors", "procs", "naming", "paths", "contract"]  # each may import only those before it
+BOTTOM_ORDER = ["errors", "loopback", "procs", "naming", "paths", "contract"]  # each may import only those before it
 
 
 def _unit(module: str) -> str | None:
