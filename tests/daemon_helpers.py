@@ -61,6 +61,21 @@ class Project:
             raise AssertionError(f"shiploop {' '.join(args)} exited {proc.returncode}: {proc.stderr}{proc.stdout}")
         return proc
 
+    def ups_at_once(self, n: int = 2) -> list[tuple[int, str, str]]:
+        """`n` `shiploop up --detach` started together on the project's port: (exit code, stdout, stderr) of each."""
+        ups = [
+            subprocess.Popen(
+                [*SHIPLOOP, "up", "--detach", "--port", str(self.port)],
+                cwd=self.root,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=dict(os.environ, COLUMNS="200"),
+            )
+            for _ in range(n)
+        ]
+        return [(u.wait(120), *u.communicate()) for u in ups]
+
     def api_get(self, path: str, **params: Any) -> Any:
         """GET from the daemon's API (reads are open): what the `--json` commands print,
         without starting a CLI process. Tests poll status every few milliseconds, and a

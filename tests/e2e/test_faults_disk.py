@@ -5,14 +5,13 @@ Apart from test_faults.py so that `make test` runs it in a worker of its own: it
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_until
-from tests.daemon_helpers import SHIPLOOP, Project
+from tests.daemon_helpers import Project
 from tests.faults import (
     Scenario,
     api_status,
@@ -49,17 +48,7 @@ def tmpfs_project(tmp_path: Path) -> Iterator[Project]:
 
 def test_two_ups_at_once_then_a_full_disk(tmpfs_project: Project):
     p = tmpfs_project
-    ups = [
-        subprocess.Popen(
-            [*SHIPLOOP, "up", "--detach", "--port", str(p.port)],
-            cwd=p.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    results = [(u.wait(120), *u.communicate()) for u in ups]
+    results = p.ups_at_once(2)
     assert sorted(code for code, _, _ in results) == [0, 2], results
     loser = next(err for code, _, err in results if code == 2)
     assert f"pid {p.daemon_info()['pid']}" in loser, loser

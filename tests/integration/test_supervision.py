@@ -167,19 +167,7 @@ def test_store_refusing_writes_degrades_supervision_then_recovers(project: Proje
 
 @pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_two_ups_at_once_one_wins_and_down_after_kill_9_stops_everything(project: Project):
-    env = dict(os.environ, COLUMNS="200")
-    ups = [
-        subprocess.Popen(
-            [*SHIPLOOP, "up", "--detach", "--port", str(project.port)],
-            cwd=project.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(2)
-    ]
-    results = [(p.wait(120), *p.communicate()) for p in ups]
+    results = project.ups_at_once(2)
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2], results
     _, _, loser_err = next(r for r in results if r[0] == 2)
