@@ -29,12 +29,12 @@ def agent(
     # Here, not at the top: every `shiploop` command imports this module, and asyncio (with ssl
     # and logging) is ~5% of the CPU of importing the CLI, which only `agent` needs.
     import asyncio
-    import logging
     import signal
 
     from shiploop.k8s.agent import Agent, serve_health
+    from shiploop.logsetup import log_to_stderr
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log_to_stderr()
     xds_dir.mkdir(parents=True, exist_ok=True)
     worker = Agent(state, xds_dir, stats_port=stats_port, stats_address=stats_address)
     worker.write_bootstrap()

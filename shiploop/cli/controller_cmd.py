@@ -53,11 +53,10 @@ def controller(
     from shiploop.k8s.controller import ClusterController
     from shiploop.k8s.controller_api import create_app
     from shiploop.k8s.deploy import connect
+    from shiploop.logsetup import log_to_stderr
     from shiploop.rollout.prometheus_readings import PrometheusReadings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per API request (two a second) says nothing
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    log_to_stderr()
     name = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     token = os.environ.get("SHIPLOOP_TOKEN") or None
     if token_file is not None:

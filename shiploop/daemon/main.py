@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import secrets
 import signal
@@ -30,6 +29,7 @@ from shiploop.daemon.remote import Listen, RemoteGate, Tokens, certificate, moun
 from shiploop.daemon.rollouts import check_metrics_source, rollout_controller
 from shiploop.errors import ShiploopError
 from shiploop.experiments.controller import ExperimentController
+from shiploop.logsetup import log_to_stderr
 from shiploop.paths import PRIVATE_UMASK, ProjectPaths, lock_project, running_daemon, secure_state_dir
 from shiploop.procs import free_port, process_start_time
 from shiploop.server.controlplane import ControlPlane
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Everything the daemon writes (store, logs, xds, records) is for its owner alone.
     os.umask(PRIVATE_UMASK)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     try:
         root = args.root.resolve()
         return asyncio.run(serve(root, args.port, announce=True, prometheus=args.prometheus, listen=args.listen))

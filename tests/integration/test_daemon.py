@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from shiploop.loadgen import background_load
+from shiploop.paths import ProjectPaths
 from shiploop.procs import is_running
 from tests import loopback
 from tests.conftest import wait_until
@@ -136,6 +137,11 @@ def test_crashed_replica_is_restarted_and_recorded(project: Project):
     recorded = wait_until(crashes, 5, interval=0.1, what="the crash to be recorded")
     assert "exit code 3" in recorded[0]["message"]
     wait_until(lambda: project.versions("echo")["stable"]["ready"] == 2, 15, what="replicas restarted")
+    # By now the daemon has made hundreds of requests: health probes, the apps' /metrics, Envoy's stats.
+    # Its log, which nothing rotates, has no line for each (they were 1 KB a second for one service).
+    log = ProjectPaths(project.root).daemon_log.read_text().splitlines()
+    assert log[0] == "... building echo"
+    assert [ln for ln in log if " httpx: " in ln or " httpcore" in ln] == []
 
 
 @pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "shiploop"
 
 # Bottom first. Modules on one row may import each other only as listed in BOTTOM_ORDER.
 LAYERS: list[set[str]] = [
-    {"errors", "loopback", "procs", "naming", "paths", "contract"},
+    {"errors", "logsetup", "loopback", "procs", "naming", "paths", "contract"},
     {"spec"},
     {"versions"},
     {"images"},
@@ -33,7 +33,8 @@ LAYERS: list[set[str]] = [
     {"daemon"},
     {"cli"},
 ]
-BOTTOM_ORDER = ["errors", "loopback", "procs", "naming", "paths", "contract"]  # each may import only those before it
+# Each may import only those before it.
+BOTTOM_ORDER = ["errors", "logsetup", "loopback", "procs", "naming", "paths", "contract"]
 
 
 def _unit(module: str) -> str | None:
