@@ -86,6 +86,11 @@ def test_prometheus_scrapes_every_target_and_sees_the_canary_per_version(project
             return got if full else None
 
         rates = wait_until(both_versions_measured, 40, interval=1, what="the load's request rate per version")
+        # The dashboards' rate() and increase() need two samples in their 20 s window, and Prometheus
+        # finds each job's targets on its own (file_sd, every 5 s): under load, the daemon's first
+        # scrape once came 5 s before the check, so its counters had one sample and no increase.
+        scraped = "min(count_over_time(up[20s]))"
+        wait_until(lambda: query(prom, scraped).get("", 0) >= 2, 30, interval=1, what="every target scraped twice")
         share = rates[canary] / (rates[canary] + rates[stable])
         assert 0.03 < share < 0.2, rates  # 10% of the traffic
         fives = query(prom, f"({errors}) / ({rate})")
