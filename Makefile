@@ -27,7 +27,9 @@ demo: $(STAMP)
 # Three workers on two cores: most of the suite waits on real processes and rollouts,
 # not on the CPU (about 4.5 min of CPU in 10.5 min of wall time when run one by one).
 PYTEST_WORKERS ?= 3
-# worksteal: an idle worker takes tests queued on a busy one (the end-to-end tests are long).
+# --dist loadscope, as tests/scheduling.py refines it: the longest tests first, handed out a test at
+# a time to whichever worker is free, so what runs last is short (worksteal left one worker running
+# rollout tests alone for the last ~35 s).
 
 # checkov (tests/integration/test_k8s_checkov.py) pins packaging<24, older than pytest needs: its own venv.
 # uv: 8 s against pip's 66 s.
@@ -41,7 +43,7 @@ $(CHECKOV_STAMP): $(STAMP)
 test: $(STAMP) tools
 	$(BIN)/ruff check shiploop tests bench examples
 	@$(MAKE) --no-print-directory -j2 --output-sync=target faults types
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist worksteal -m 'not serial'
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadscope -m 'not serial'
 
 # The fault tier (-m serial) counts lost requests, so it never shares the CPU with the parallel
 # part. It mostly waits (two 10 s faults, restarts, about 0.4 of a core per module), so `make test`
@@ -55,7 +57,7 @@ types: $(STAMP) $(CHECKOV_STAMP)
 
 # Unit and integration tiers without the slow end-to-end tests.
 test-fast: $(STAMP) $(CHECKOV_STAMP) tools
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist worksteal -m 'not slow' tests/unit tests/integration
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadscope -m 'not slow' tests/unit tests/integration
 
 # Debian packages some tests use (prometheus, chromium): installed when missing, as root.
 tools:

@@ -17,6 +17,7 @@ import pytest
 from shiploop.procs import free_port, terminate_group
 from tests import loopback
 from tests.daemon_helpers import Project, temp_project
+from tests.scheduling import LongestFirst, run_order, run_rank, shares_module_fixtures
 
 APPS = Path(__file__).parent / "apps"
 
@@ -114,9 +115,25 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tiers by directory: tests/unit (no processes), tests/integration (real Envoy
     and daemon), tests/e2e (whole rollouts under load, marked slow)."""
+    ranks: dict[str, int] = {}
     for item in items:
         tier = next((t for t in TIERS if f"/tests/{t}/" in str(item.path)), None)
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
         if tier == "e2e":
             item.add_marker(pytest.mark.slow)
+        rank = run_rank(tier, item.get_closest_marker("slow") is not None)
+        ranks[_work_unit(item)] = min(rank, ranks.get(_work_unit(item), rank))
+    # The longest first (tests/scheduling.py); a module's tests keep their order.
+    place = run_order(ranks)
+    items.sort(key=lambda item: place[_work_unit(item)])
+
+
+def _work_unit(item: pytest.Item) -> str:
+    """A module whose tests share a module fixture moves as one; any other test on its own."""
+    return str(item.path) if shares_module_fixtures(item.path) else item.nodeid
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LongestFirst | None:
+    """`--dist loadscope` hands out the collection in its order, longest first (tests/scheduling.py)."""
+    return LongestFirst(config, log) if config.option.dist == "loadscope" else None
