@@ -117,6 +117,7 @@ class Mux:
         self.streams: dict[int, Stream] = {}
         self.next_id = 1
         self.background: set[asyncio.Task[None]] = set()
+        self.closed = False
 
     async def send(self, kind: int, sid: int, payload: bytes = b"") -> None:
         # One write per frame: over TLS each write is a record, and a record is a send().
@@ -136,13 +137,26 @@ class Mux:
         task.add_done_callback(self.background.discard)
 
     async def open(self, key: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A local connection (Envoy's, on the shared host) becomes a stream to the peer's target `key`."""
+        """A local connection (Envoy's, on the shared host) becomes a stream to the peer's target `key`.
+
+        When the tunnel has ended, or ends while OPEN is being sent, the connection is closed at once,
+        so Envoy answers 503; left open, it waited out Envoy's route timeout (15 s) for an answer
+        that could not come."""
+        if self.closed:
+            writer.close()
+            return
         sid = self.next_id
         self.next_id += 1
         stream = Stream(self, sid)
+        stream.writer = writer  # from here on, the stream's abort (the tunnel ending) closes the connection
         self.streams[sid] = stream
-        await self.send(OPEN, sid, key.encode())
-        stream.attach(reader, writer)
+        try:
+            await self.send(OPEN, sid, key.encode())
+        except (ConnectionError, OSError):
+            stream.abort(tell_peer=False)
+            return
+        if sid in self.streams:
+            stream.attach(reader, writer)
 
     async def run(self) -> None:
         """Read frames until the connection ends; then every stream ends with it."""
@@ -192,6 +206,7 @@ class Mux:
         stream.attach(reader, writer)
 
     def close(self) -> None:
+        self.closed = True
         for stream in list(self.streams.values()):
             stream.abort(tell_peer=False)
         self.writer.close()

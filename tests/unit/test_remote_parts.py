@@ -116,6 +116,66 @@ def test_a_slow_reader_holds_at_most_a_window_per_stream() -> None:
     asyncio.run(scenario())
 
 
+async def _ended_tunnel() -> Mux:
+    """The shared host's end of a tunnel whose developer CLI is gone (killed: its socket closed)."""
+    mine, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=mine)
+    host = Mux(reader, writer)
+    running = asyncio.create_task(host.run())
+    theirs.close()
+    await asyncio.wait_for(running, 2)
+    return host
+
+
+async def _envoy_sees_the_connection_closed(envoy: socket.socket) -> None:
+    reader, writer = await asyncio.open_connection(sock=envoy)
+    assert await asyncio.wait_for(reader.read(1), 2) == b""  # EOF: Envoy answers 503, it does not wait 15 s
+    writer.close()
+
+
+def test_a_connection_to_an_ended_tunnel_is_closed_at_once() -> None:
+    """In a full run (4 workers), a request sent just as a developer's CLI was killed hung for 10 s:
+    the stream of Envoy's new connection was opened on the dead tunnel, and nothing closed it."""
+
+    async def scenario() -> None:
+        host = await _ended_tunnel()
+        envoy, local = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=local)
+        await host.open("1", reader, writer)
+        await _envoy_sees_the_connection_closed(envoy)
+
+    asyncio.run(scenario())
+
+
+def test_a_tunnel_ending_while_a_stream_opens_closes_its_connection() -> None:
+    async def scenario() -> None:
+        mine, theirs = socket.socketpair()
+        tunnel_reader, tunnel_writer = await asyncio.open_connection(sock=mine)
+        host = Mux(tunnel_reader, tunnel_writer)
+        gate = asyncio.Event()
+        send = host.send
+
+        async def held_send(kind: int, sid: int, payload: bytes = b"") -> None:
+            await gate.wait()  # OPEN is on its way when the tunnel ends
+            await send(kind, sid, payload)
+
+        host.send = held_send  # type: ignore[method-assign]
+        envoy, local = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=local)
+        opening = asyncio.create_task(host.open("1", reader, writer))
+        deadline = asyncio.get_running_loop().time() + 2
+        while not host.streams and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.001)
+        assert host.streams, "open() never registered its stream"
+        host.close()
+        gate.set()
+        await asyncio.wait_for(opening, 2)
+        await _envoy_sees_the_connection_closed(envoy)
+        theirs.close()
+
+    asyncio.run(scenario())
+
+
 def test_the_certificate_is_configured_whole_or_generated_once(tmp_path: Path) -> None:
     from shiploop.daemon.remote import _names_of, certificate
     from shiploop.errors import ShiploopError
