@@ -61,14 +61,19 @@ class ExperimentController:
         self._last_point: dict[int, float] = {}
         self._last_app_read: dict[int, float] = {}
         self.skipped_lines = 0
-        # A stop by hand and the tick's own decisions are taken one at a time: the tick reads the
-        # running experiments, then awaits; a stop that ended one meanwhile was overwritten as
-        # "ended by hand" by the stale row (seen once in the suite: discarded -> ended).
+        # Starts, stops by hand and the tick's own decisions are taken one at a time: the tick reads
+        # the running experiments, then awaits; a stop that ended one meanwhile was overwritten as
+        # "ended by hand" by the stale row (seen once in the suite: discarded -> ended). Two starts
+        # at once both found no experiment running, deployed the same candidate and ran two.
         self._deciding = asyncio.Lock()
 
     # -- commands ------------------------------------------------------------------------------
 
     async def start(self, service: str) -> dict[str, Any]:
+        async with self._deciding:
+            return await self._start(service)
+
+    async def _start(self, service: str) -> dict[str, Any]:
         spec = self.cp.service(service)
         if self.store.running_experiment(service) is not None:
             raise Conflict(

@@ -11,6 +11,7 @@ import random
 import signal
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -206,6 +207,24 @@ def _hammer(project: Project, unit: str) -> dict[str, int]:
     )
     assert report.total == HAMMER and report.status_counts == {200: HAMMER}, report.render()
     return dict(report.header_counts["x-shiploop-version"])
+
+
+def test_two_starts_at_once_run_one_experiment(project: Project) -> None:
+    """Two `experiment start` at once (a double click, a retried script): one runs, the other is told so.
+    Both used to find no experiment running, deploy the same candidate and run two on one route."""
+    service_yaml = project.root / "shop" / "service.yaml"
+    if "experiment:" not in service_yaml.read_text():
+        service_yaml.write_text(service_yaml.read_text() + EXPERIMENT)
+    project.set_env("shop", {"DESIGN": "started-twice"})
+    start = f"http://127.0.0.1:{project.daemon_info()['api_port']}/v1/services/shop/experiment"
+    auth = {"Authorization": f"Bearer {(project.root / '.shiploop' / 'token').read_text().strip()}"}
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: loopback.post(start, headers=auth, timeout=60), range(2)))
+    assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
+    refused = next(r for r in answers if r.status_code == 409).json()
+    assert refused["kind"] == "Conflict" and "shop has an experiment running already" in refused["error"]
+    assert project._query("SELECT COUNT(*) FROM experiments WHERE state = 'running'") == [(1,)]
+    project.cli("experiment", "stop", "shop", "--discard")
 
 
 def _db_unit_arm(root: Path, unit: str) -> str:
