@@ -42,7 +42,7 @@ from shiploop.contract import (
     Weights,
     WeightsRequest,
 )
-from shiploop.daemon.hand_guard import guard_hand_change
+from shiploop.daemon.hand_guard import StartLocks, guard_hand_change
 from shiploop.daemon.remote import caller
 from shiploop.errors import Conflict, Invalid, NotFound, ShiploopError, Unavailable, error_kind
 from shiploop.naming import Track
@@ -118,6 +118,7 @@ def create_app(
 
     write = [Depends(authorized)]
     app.state.write = write  # for routes mounted by other modules (daemon/experiments_api.py)
+    starts = app.state.starts = StartLocks()  # a rollout's and an experiment's, one at a time per service
     app.state.tunnels = None  # the daemon sets it under --listen (server/tunnel.py)
     # The daemon sets it once it listens: {"prometheus": URL or None} for status.
     app.state.status_links = dict
@@ -247,13 +248,14 @@ def create_app(
 
     @app.post("/v1/services/{service}/rollout", dependencies=write, response_model=Rollout)
     async def start_rollout(service: str) -> dict[str, Any]:
-        experiment = cp.store.running_experiment(service)
-        if experiment is not None:
-            raise Conflict(
-                f"{service} runs experiment #{experiment.id}: a rollout would replace its candidate",
-                hint=f"end it first: shiploop experiment stop {service} --discard",
-            )
-        return await rollouts.start(service)
+        async with starts.of(service):
+            experiment = cp.store.running_experiment(service)
+            if experiment is not None:
+                raise Conflict(
+                    f"{service} runs experiment #{experiment.id}: a rollout would replace its candidate",
+                    hint=f"end it first: shiploop experiment stop {service} --discard",
+                )
+            return await rollouts.start(service)
 
     @app.get("/v1/services/{service}/rollout", response_model=Rollout)
     async def rollout_status(service: str) -> dict[str, Any]:

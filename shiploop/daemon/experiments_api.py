@@ -24,7 +24,8 @@ def mount_experiments(app: FastAPI, cp: ControlPlane, experiments: ExperimentCon
 
     @app.post("/v1/services/{service}/experiment", dependencies=write, response_model=Experiment)
     async def start_experiment(service: str) -> dict[str, Any]:
-        return await experiments.start(service)
+        async with app.state.starts.of(service):  # not beside a rollout's start (daemon/hand_guard.py)
+            return await experiments.start(service)
 
     @app.get("/v1/services/{service}/experiment", response_model=Experiment)
     async def experiment_status(service: str) -> dict[str, Any]:

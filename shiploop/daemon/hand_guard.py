@@ -1,4 +1,5 @@
-"""Hand changes while an automatic rollout owns a service: refused, or with force, the rollout pauses.
+"""Hand changes while an automatic rollout owns a service: refused, or with force, the rollout pauses;
+and a service's rollout and experiment starts, one at a time.
 
 The guard sits in the API layer, not in the control plane's mutations: the
 rollout controller makes the same calls (deploy, weights, promote, rollback) to
@@ -6,6 +7,8 @@ move its own steps, and those must never be refused.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from shiploop.errors import Conflict
 from shiploop.naming import ACTIVE_ROLLOUT_STATES, RolloutState
@@ -44,3 +47,17 @@ async def guard_hand_change(rollouts: RolloutController, store: Store, service: 
         f"{action} by hand with --force: rollout #{r.id} paused",
         {"rollout": r.id, "action": action, "state_before": r.state},
     )
+
+
+class StartLocks:
+    """A lock per service, held by a rollout start and an experiment start from their checks to their end.
+
+    Each refuses to start while the other runs, then deploys its candidate, which takes seconds: two
+    at once both passed their checks, and a rollout moved the weights of the canary an experiment was
+    splitting by unit."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def of(self, service: str) -> asyncio.Lock:
+        return self._locks.setdefault(service, asyncio.Lock())

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from shiploop.loadgen import LoadSpec, run_load_sync
+from shiploop.naming import ACTIVE_ROLLOUT_STATES
 from shiploop.procs import is_running
 from tests import loopback
 from tests.conftest import wait_until
@@ -209,22 +210,46 @@ def _hammer(project: Project, unit: str) -> dict[str, int]:
     return dict(report.header_counts["x-shiploop-version"])
 
 
-def test_two_starts_at_once_run_one_experiment(project: Project) -> None:
-    """Two `experiment start` at once (a double click, a retried script): one runs, the other is told so.
-    Both used to find no experiment running, deploy the same candidate and run two on one route."""
+def _new_candidate_with_an_experiment(project: Project, design: str) -> None:
     service_yaml = project.root / "shop" / "service.yaml"
     if "experiment:" not in service_yaml.read_text():
         service_yaml.write_text(service_yaml.read_text() + EXPERIMENT)
-    project.set_env("shop", {"DESIGN": "started-twice"})
-    start = f"http://127.0.0.1:{project.daemon_info()['api_port']}/v1/services/shop/experiment"
+    project.set_env("shop", {"DESIGN": design})
+
+
+def _posted_at_once(project: Project, *paths: str) -> list[httpx.Response]:
+    api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
     auth = {"Authorization": f"Bearer {(project.root / '.shiploop' / 'token').read_text().strip()}"}
-    with ThreadPoolExecutor(2) as pool:
-        answers = list(pool.map(lambda _: loopback.post(start, headers=auth, timeout=60), range(2)))
+    with ThreadPoolExecutor(len(paths)) as pool:
+        return list(pool.map(lambda path: loopback.post(api + path, headers=auth, timeout=60), paths))
+
+
+def test_two_starts_at_once_run_one_experiment(project: Project) -> None:
+    """Two `experiment start` at once (a double click, a retried script): one runs, the other is told so.
+    Both used to find no experiment running, deploy the same candidate and run two on one route."""
+    _new_candidate_with_an_experiment(project, "started-twice")
+    answers = _posted_at_once(project, "/v1/services/shop/experiment", "/v1/services/shop/experiment")
     assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
     refused = next(r for r in answers if r.status_code == 409).json()
     assert refused["kind"] == "Conflict" and "shop has an experiment running already" in refused["error"]
     assert project._query("SELECT COUNT(*) FROM experiments WHERE state = 'running'") == [(1,)]
     project.cli("experiment", "stop", "shop", "--discard")
+
+
+def test_a_rollout_and_an_experiment_started_at_once_one_runs(project: Project) -> None:
+    """Each start refuses while the other runs, but both used to pass their checks at once and run
+    together: the rollout moved the weights of the canary the experiment split by unit."""
+    _new_candidate_with_an_experiment(project, "rollout-or-experiment")
+    experiment, rollout = _posted_at_once(project, "/v1/services/shop/experiment", "/v1/services/shop/rollout")
+    assert sorted([experiment.status_code, rollout.status_code]) == [200, 409], (experiment.text, rollout.text)
+    experiments = project._query("SELECT COUNT(*) FROM experiments WHERE state = 'running'")[0][0]
+    active = ", ".join(f"'{s}'" for s in ACTIVE_ROLLOUT_STATES)
+    rollouts = project._query(f"SELECT COUNT(*) FROM rollouts WHERE state IN ({active})")[0][0]
+    assert experiments + rollouts == 1, (experiments, rollouts)
+    if experiment.status_code == 200:
+        project.cli("experiment", "stop", "shop", "--discard")
+    else:
+        project.cli("rollout", "abort", "shop")
 
 
 def _db_unit_arm(root: Path, unit: str) -> str:
