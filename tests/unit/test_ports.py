@@ -14,12 +14,16 @@ from shiploop.procs import claim_port, free_port, listen_port_range, port_free
 
 
 def test_ports_come_from_the_range_and_skip_a_taken_one(monkeypatch):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        port = taken.getsockname()[1]
-        taken.listen()
+    # Not next to a port 0 bound: that is an ephemeral port, and so is the one after it, which an
+    # outgoing connection of a parallel test once held ("no free port in ...=38545-38546").
+    monkeypatch.setattr(procs, "_PICKED", {})
+    block = _bind_block(1, span=2)
+    try:
+        port = block[0].getsockname()[1]
         monkeypatch.setenv("SHIPLOOP_PORT_RANGE", f"{port}-{port + 1}")
         assert free_port() == port + 1
+    finally:
+        block[0].close()
 
 
 def test_a_full_range_is_one_clear_error(monkeypatch):
@@ -87,8 +91,10 @@ def test_a_process_never_picks_a_port_twice_nor_one_it_claimed(monkeypatch):
 
 
 def _bind_block(n: int, span: int) -> list[socket.socket]:
-    """`n` listening sockets on consecutive ports, with `span - n` free ports after them."""
-    for base in random.sample(range(20000, 30000, span), 50):
+    """`n` listening sockets on consecutive ports, with `span - n` free ports after them: in this
+    test worker's share of the ports (tests/conftest.py), where no other worker binds."""
+    ports = listen_port_range()
+    for base in random.sample(range(ports.start, ports.stop - span, span), 50):
         held: list[socket.socket] = []
         try:
             for port in range(base, base + n):
