@@ -26,10 +26,10 @@ from xdist.scheduler import LoadScopeScheduling
 
 
 def run_rank(tier: str | None, slow: bool) -> int:
-    """0: end-to-end, 1: slow integration, 2: other integration, 3: unit tests."""
-    if tier == "integration" and slow:
-        return 1
-    return {"e2e": 0, "integration": 2, "unit": 3}.get(tier or "", 2)
+    """0: end-to-end, 1: slow integration, 2: other integration, 3: slow unit, 4: other unit tests."""
+    if slow and tier in ("integration", "unit"):
+        return {"integration": 1, "unit": 3}[tier]
+    return {"e2e": 0, "integration": 2, "unit": 4}.get(tier or "", 2)
 
 
 def run_order(ranks: dict[str, int]) -> dict[str, int]:
@@ -38,11 +38,11 @@ def run_order(ranks: dict[str, int]) -> dict[str, int]:
     The end-to-end tests alternate with the slow integration tests: the first mostly wait on
     rollout steps (three at once kept the two cores 50-65% busy for the first 80 s), the
     second mostly start daemons and CLI processes."""
-    by_rank: list[list[str]] = [[], [], [], []]
+    by_rank: list[list[str]] = [[] for _ in range(5)]
     for unit, rank in ranks.items():
         by_rank[rank].append(unit)
     first = [u for pair in zip_longest(by_rank[0], by_rank[1]) for u in pair if u is not None]
-    return {unit: place for place, unit in enumerate(first + by_rank[2] + by_rank[3])}
+    return {unit: place for place, unit in enumerate(first + [u for rest in by_rank[2:] for u in rest])}
 
 
 @cache
