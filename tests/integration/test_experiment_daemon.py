@@ -224,6 +224,7 @@ def _posted_at_once(project: Project, *paths: str) -> list[httpx.Response]:
         return list(pool.map(lambda path: loopback.post(api + path, headers=auth, timeout=60), paths))
 
 
+@pytest.mark.slow  # a candidate deployed and ended: over 3 s alone, with `make test`
 def test_two_starts_at_once_run_one_experiment(project: Project) -> None:
     """Two `experiment start` at once (a double click, a retried script): one runs, the other is told so.
     Both used to find no experiment running, deploy the same candidate and run two on one route."""
@@ -236,6 +237,7 @@ def test_two_starts_at_once_run_one_experiment(project: Project) -> None:
     project.cli("experiment", "stop", "shop", "--discard")
 
 
+@pytest.mark.slow  # a candidate deployed and ended: over 3 s alone, with `make test`
 def test_a_rollout_and_an_experiment_started_at_once_one_runs(project: Project) -> None:
     """Each start refuses while the other runs, but both used to pass their checks at once and run
     together: the rollout moved the weights of the canary the experiment split by unit."""
