@@ -57,9 +57,10 @@ system: faults types
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadscope -m 'not serial' tests/integration tests/e2e
 
 # The fault tier (-m serial) counts lost requests, so it never shares the CPU with the parallel
-# part. It mostly waits (two 10 s faults, restarts, about 0.4 of a core per module), so `make test`
-# runs it first, a worker per fault module, while mypy checks and checkov's venv is built beside it:
-# 43 s for all three instead of 72 + 20 + 10 one after the other.
+# part (only with the unit tier at nice 19, which yields it). It mostly waits (two 10 s faults,
+# restarts, about 0.4 of a core per module), so `make test` runs it first, a worker per fault module,
+# while mypy checks and checkov's venv is built beside it: 43 s for all three instead of 72 + 20 + 10
+# one after the other.
 faults: $(STAMP)
 	$(BIN)/pytest -q -n 3 --dist loadfile -m serial
 

@@ -9,7 +9,8 @@ ran a single rollout test, at 15-40% of the CPU (commit f29f87b, 227 s in all).
 
 So (list scheduling, longest first): conftest.py sorts the collection by tier, end-to-end
 first, the slow integration tests next, then the other integration tests, the unit tests
-last; and `LongestFirst` hands it out a unit of work at a time to whichever worker is free.
+last (the slow ones first; `make test` runs that tier apart, at nice 19); and `LongestFirst`
+hands it out a unit of work at a time to whichever worker is free.
 A unit is one test, or a whole module when its tests share a module-scoped fixture (a
 running daemon, say), which then runs once on one worker. What runs last is then short.
 """
