@@ -101,6 +101,11 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 TIERS = ("unit", "integration", "e2e")
 
 
+# The listening ports the xdist workers share out (FIRST-LAST). `make test` runs the unit tier beside
+# the others, and gives it ports of its own (the Makefile's `units`): no two sessions share a port.
+TEST_PORTS = os.environ.get("SHIPLOOP_TEST_PORTS", "15000-29999")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Each xdist worker picks listening ports from its own share of the range: the
     processes its tests start inherit the variable, so two workers' replicas, gateways and
@@ -108,8 +113,9 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if worker.startswith("gw") and count > 1 and "SHIPLOOP_PORT_RANGE" not in os.environ:
-        index, span = int(worker[2:]), (32000 - 15000) // count
-        os.environ["SHIPLOOP_PORT_RANGE"] = f"{15000 + index * span}-{15000 + (index + 1) * span - 1}"
+        first, last = (int(p) for p in TEST_PORTS.split("-"))
+        index, span = int(worker[2:]), (last + 1 - first) // count
+        os.environ["SHIPLOOP_PORT_RANGE"] = f"{first + index * span}-{first + (index + 1) * span - 1}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -94,7 +94,8 @@ def _bind_block(n: int, span: int) -> list[socket.socket]:
     """`n` listening sockets on consecutive ports, with `span - n` free ports after them: in this
     test worker's share of the ports (tests/conftest.py), where no other worker binds."""
     ports = listen_port_range()
-    for base in random.sample(range(ports.start, ports.stop - span, span), 50):
+    bases = range(ports.start, ports.stop - span, span)
+    for base in random.sample(bases, min(50, len(bases))):
         held: list[socket.socket] = []
         try:
             for port in range(base, base + n):
