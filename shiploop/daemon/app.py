@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,7 +42,7 @@ from shiploop.contract import (
     Weights,
     WeightsRequest,
 )
-from shiploop.daemon.hand_guard import StartLocks, guard_hand_change
+from shiploop.daemon.hand_guard import TrafficLocks, guard_hand_change
 from shiploop.daemon.remote import caller
 from shiploop.errors import Conflict, Invalid, NotFound, ShiploopError, Unavailable, error_kind
 from shiploop.naming import Track
@@ -56,6 +56,7 @@ MAX_EVENTS = 10_000
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 404, 409, 422, 500, 502, 503, 504)
 }
+T = TypeVar("T")  # what a change by hand answers (by_hand in create_app)
 
 
 def error_response(status: int, kind: str, line: str) -> JSONResponse:
@@ -118,7 +119,15 @@ def create_app(
 
     write = [Depends(authorized)]
     app.state.write = write  # for routes mounted by other modules (daemon/experiments_api.py)
-    starts = app.state.starts = StartLocks()  # a rollout's and an experiment's, one at a time per service
+    owners = app.state.owners = TrafficLocks()  # starts and hand changes, one at a time per service
+
+    async def by_hand(service: str, action: str, force: bool, change: Callable[[], Awaitable[T]]) -> T:
+        """A change by hand: refused while a rollout or an experiment owns the service, and never
+        made while one of them is starting (daemon/hand_guard.py)."""
+        async with owners.of(service):
+            await guard_hand_change(rollouts, cp.store, service, action, force)
+            return await change()
+
     app.state.tunnels = None  # the daemon sets it under --listen (server/tunnel.py)
     # The daemon sets it once it listens: {"prometheus": URL or None} for status.
     app.state.status_links = dict
@@ -160,25 +169,26 @@ def create_app(
 
     @app.post("/v1/services/{service}/deploy", dependencies=write, response_model=Deployed)
     async def deploy(service: str, body: DeployRequest, force: bool = False) -> dict[str, Any]:
-        await guard_hand_change(rollouts, cp.store, service, "deploy", force)
-        return await cp.deploy(service, body.weight, body.track)
+        return await by_hand(service, "deploy", force, lambda: cp.deploy(service, body.weight, body.track))
 
     @app.post("/v1/services/{service}/weights", dependencies=write, response_model=Weights)
     async def weights(service: str, body: WeightsRequest, force: bool = False) -> Weights:
-        await guard_hand_change(rollouts, cp.store, service, "route --weight", force)
-        return Weights(weights=await cp.set_weights(service, body.weights))
+        applied = await by_hand(service, "route --weight", force, lambda: cp.set_weights(service, body.weights))
+        return Weights(weights=applied)
 
     @app.post("/v1/services/{service}/header-routes", dependencies=write, response_model=HeaderRoute)
     async def add_header_route(service: str, body: HeaderRouteRequest, force: bool = False) -> dict[str, str]:
-        await guard_hand_change(rollouts, cp.store, service, "route --header", force)
-        return await cp.set_header_route(service, body.header, body.value, body.version)
+        route = body.header, body.value, body.version
+        return await by_hand(service, "route --header", force, lambda: cp.set_header_route(service, *route))
 
     @app.delete("/v1/services/{service}/header-routes/{header}", dependencies=write, response_model=HeaderRemoved)
     async def remove_header_route(
         service: str, header: str, value: str | None = None, force: bool = False
     ) -> HeaderRemoved:
-        await guard_hand_change(rollouts, cp.store, service, "route --remove-header", force)
-        return HeaderRemoved(removed=await cp.remove_header_route(service, header, value))
+        removed = await by_hand(
+            service, "route --remove-header", force, lambda: cp.remove_header_route(service, header, value)
+        )
+        return HeaderRemoved(removed=removed)
 
     # -- personal routes held by leases (shiploop intercept, shiploop dev) ------------------------
 
@@ -238,17 +248,15 @@ def create_app(
 
     @app.post("/v1/services/{service}/promote", dependencies=write, response_model=Promoted)
     async def promote(service: str, force: bool = False) -> dict[str, Any]:
-        await guard_hand_change(rollouts, cp.store, service, "promote", force)
-        return await cp.promote(service)
+        return await by_hand(service, "promote", force, lambda: cp.promote(service))
 
     @app.post("/v1/services/{service}/rollback", dependencies=write, response_model=RolledBack)
     async def rollback(service: str, force: bool = False) -> dict[str, Any]:
-        await guard_hand_change(rollouts, cp.store, service, "rollback", force)
-        return await cp.rollback(service)
+        return await by_hand(service, "rollback", force, lambda: cp.rollback(service))
 
     @app.post("/v1/services/{service}/rollout", dependencies=write, response_model=Rollout)
     async def start_rollout(service: str) -> dict[str, Any]:
-        async with starts.of(service):
+        async with owners.of(service):
             experiment = cp.store.running_experiment(service)
             if experiment is not None:
                 raise Conflict(

@@ -24,7 +24,7 @@ def mount_experiments(app: FastAPI, cp: ControlPlane, experiments: ExperimentCon
 
     @app.post("/v1/services/{service}/experiment", dependencies=write, response_model=Experiment)
     async def start_experiment(service: str) -> dict[str, Any]:
-        async with app.state.starts.of(service):  # not beside a rollout's start (daemon/hand_guard.py)
+        async with app.state.owners.of(service):  # not beside a rollout's start (daemon/hand_guard.py)
             return await experiments.start(service)
 
     @app.get("/v1/services/{service}/experiment", response_model=Experiment)

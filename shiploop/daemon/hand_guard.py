@@ -1,5 +1,5 @@
 """Hand changes while an automatic rollout owns a service: refused, or with force, the rollout pauses;
-and a service's rollout and experiment starts, one at a time.
+and a service's rollout starts, experiment starts and hand changes, one at a time.
 
 The guard sits in the API layer, not in the control plane's mutations: the
 rollout controller makes the same calls (deploy, weights, promote, rollback) to
@@ -49,12 +49,14 @@ async def guard_hand_change(rollouts: RolloutController, store: Store, service: 
     )
 
 
-class StartLocks:
-    """A lock per service, held by a rollout start and an experiment start from their checks to their end.
+class TrafficLocks:
+    """A lock per service, held from a start's or a hand change's checks to its end: a rollout start, an
+    experiment start, a deploy, route, promote or rollback through the API.
 
-    Each refuses to start while the other runs, then deploys its candidate, which takes seconds: two
-    at once both passed their checks, and a rollout moved the weights of the canary an experiment was
-    splitting by unit."""
+    Each checks who owns the service, then acts, which takes seconds (a deploy waits for readiness):
+    a rollout start and an experiment start at once both passed their checks, and the rollout moved
+    the weights of the canary the experiment was splitting by unit; a deploy at 50% beside a rollout
+    start was answered 200 and set to the rollout's 5% a moment later."""
 
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}

@@ -3,8 +3,9 @@
 Environment: PORT, SHIPLOOP_SERVICE, SHIPLOOP_VERSION, plus knobs
 FAIL_RATE (0..1 share of 500s), SLOW_RATE and SLOW_MS (share of requests
 delayed), CRASH_AFTER (exit after N requests), NOT_READY (never healthy),
-FAIL_FILE (while this file exists, fail the share of requests written in it:
-an incident shared by every version that reads the same path). A request's
+READY_FILE (not healthy until this file exists), FAIL_FILE (while this file
+exists, fail the share of requests written in it: an incident shared by every
+version that reads the same path). A request's
 x-echo-events (e.g. "signup,purchase=12.50") comes back as Shiploop-Event headers.
 """
 
@@ -23,6 +24,7 @@ SLOW_RATE = float(os.environ.get("SLOW_RATE", "0"))
 SLOW_MS = float(os.environ.get("SLOW_MS", "0"))
 CRASH_AFTER = int(os.environ.get("CRASH_AFTER", "0"))
 NOT_READY = os.environ.get("NOT_READY") == "1"
+READY_FILE = os.environ.get("READY_FILE", "")
 FAIL_FILE = os.environ.get("FAIL_FILE", "")
 
 
@@ -60,7 +62,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/healthz":
-            return self._send(503 if NOT_READY else 200, "ok", "text/plain")
+            ready = not NOT_READY and (not READY_FILE or os.path.exists(READY_FILE))
+            return self._send(200 if ready else 503, "ok", "text/plain")
         if self.path == "/metrics":
             text = (
                 "# TYPE app_requests_total counter\n"

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -139,6 +140,37 @@ def test_hand_changes_during_a_rollout_are_refused_unless_forced(project: Projec
     assert project.cli("route", "echo", "--weight", "canary=0", check=False).returncode == 2
     project.cli("rollout", "abort", "echo")
     project.cli("route", "echo", "--weight", "stable=100")
+
+
+@pytest.mark.slow  # a rollout started: with `make test`, not `make test-fast`
+def test_a_hand_change_sent_while_a_rollout_starts_waits_for_it_and_is_refused(project: Project):
+    """A deploy at 50% sent while a rollout's start was deploying its candidate was answered 200, and a
+    moment later the rollout set the weights of its first step: the guard had looked before the rollout
+    existed. It now waits for the start to end, then refuses as during any rollout."""
+    project.cli("up", "--detach", "--port", str(project.port))
+    stable = project.versions("echo")["stable"]["id"]
+    ready = project.root / "candidate-may-be-ready"
+    project.set_env("echo", {"READY_FILE": str(ready)})  # the candidate's start waits for this file
+    api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
+    auth = {"Authorization": f"Bearer {(project.root / '.shiploop' / 'token').read_text().strip()}"}
+    with ThreadPoolExecutor(2) as pool:
+        rollout = pool.submit(loopback.post, f"{api}/v1/services/echo/rollout", headers=auth, timeout=60)
+
+        def candidate_started() -> bool:
+            return len(project._query("SELECT DISTINCT version FROM replicas")) == 2
+
+        wait_until(candidate_started, 30, what="the rollout's candidate to start")
+        assert loopback.get(f"{api}/v1/services/echo/rollout").status_code == 404  # no rollout yet: it starts
+        deploy = pool.submit(
+            loopback.post, f"{api}/v1/services/echo/deploy", json={"weight": 50}, headers=auth, timeout=60
+        )
+        ready.touch()
+        started, by_hand = rollout.result(), deploy.result()
+    assert started.status_code == 200, started.text
+    assert by_hand.status_code == 409 and "rollout #1" in by_hand.json()["error"], by_hand.text
+    versions = project.versions("echo")
+    assert versions["stable"]["id"] == stable and versions["canary"]["weight"] == started.json()["steps"][0]
+    project.cli("rollout", "abort", "echo")
 
 
 @pytest.mark.slow  # 20-50 s: with `make test`, not `make test-fast`
