@@ -128,6 +128,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, tier))
         if tier == "e2e":
             item.add_marker(pytest.mark.slow)
+        elif item.get_closest_marker("serial") is not None:
+            raise pytest.UsageError(f"{item.nodeid}: a fault test (serial) goes in tests/e2e, where make faults looks")
         rank = run_rank(tier, item.get_closest_marker("slow") is not None)
         ranks[_work_unit(item)] = min(rank, ranks.get(_work_unit(item), rank))
     # The longest first (tests/scheduling.py); a module's tests keep their order.
