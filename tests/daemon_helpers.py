@@ -76,6 +76,10 @@ class Project:
         ]
         return [(u.wait(120), *u.communicate()) for u in ups]
 
+    def write_auth(self) -> dict[str, str]:
+        """The header the API's writes need: the project's token, as the CLI sends it."""
+        return {"Authorization": f"Bearer {(self.root / '.shiploop' / 'token').read_text().strip()}"}
+
     def api_get(self, path: str, **params: Any) -> Any:
         """GET from the daemon's API (reads are open): what the `--json` commands print,
         without starting a CLI process. Tests poll status every few milliseconds, and a
@@ -156,13 +160,7 @@ def _down_through_api(p: Project) -> bool:
     if info is None:
         return False
     try:
-        token = (p.root / ".shiploop" / "token").read_text().strip()
-        r = loopback.post(
-            f"http://127.0.0.1:{info['api_port']}/v1/down",
-            json={},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=60,
-        )
+        r = loopback.post(f"http://127.0.0.1:{info['api_port']}/v1/down", json={}, headers=p.write_auth(), timeout=60)
     except (OSError, httpx.HTTPError):
         return False
     deadline = time.monotonic() + 30  # as long as `shiploop down` waits

@@ -186,7 +186,7 @@ def test_signed_in_page_pauses_resumes_and_aborts_a_rollout_and_a_reader_cannot(
     reader.screenshot(path=str(ARTIFACTS / "experiment.png"), full_page=True)
 
     # A personal route on the services page: who holds what, to where.
-    auth = {"Authorization": f"Bearer {(project.root / '.shiploop' / 'token').read_text().strip()}"}
+    auth = project.write_auth()
     claim = {"header": "x-dev", "value": "ana", "port": 9, "owner": "ana@laptop"}
     held = reader.request.post(f"{api}/v1/services/echo/intercepts", data=claim, headers=auth)
     assert held.ok, held.text()

@@ -152,7 +152,7 @@ def test_a_hand_change_sent_while_a_rollout_starts_waits_for_it_and_is_refused(p
     ready = project.root / "candidate-may-be-ready"
     project.set_env("echo", {"READY_FILE": str(ready)})  # the candidate's start waits for this file
     api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
-    auth = {"Authorization": f"Bearer {(project.root / '.shiploop' / 'token').read_text().strip()}"}
+    auth = project.write_auth()
     with ThreadPoolExecutor(2) as pool:
         rollout = pool.submit(loopback.post, f"{api}/v1/services/echo/rollout", headers=auth, timeout=60)
 

@@ -65,9 +65,8 @@ actions = st.one_of(
 class Api:
     def __init__(self, project: Project) -> None:
         info = project.daemon_info()
-        token = (project.root / ".shiploop" / "token").read_text().strip()
         self.http = loopback.client(
-            base_url=f"http://127.0.0.1:{info['api_port']}", headers={"Authorization": f"Bearer {token}"}, timeout=60
+            base_url=f"http://127.0.0.1:{info['api_port']}", headers=project.write_auth(), timeout=60
         )
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> httpx.Response:

@@ -92,8 +92,7 @@ def test_mutation_needs_the_session_cookie_and_its_csrf_token_or_the_api_token(p
         ok = c.post(PAUSE, headers={**origin, "X-Shiploop-CSRF": csrf})
         assert ok.status_code == 409 and "has no rollout in progress" in ok.json()["error"], ok.text
     # The API token works as it does everywhere.
-    token = (project.root / ".shiploop" / "token").read_text().strip()
-    r = loopback.post(f"{base}{PAUSE}", headers={"Authorization": f"Bearer {token}"})
+    r = loopback.post(f"{base}{PAUSE}", headers=project.write_auth())
     assert r.status_code == 409 and "has no rollout in progress" in r.json()["error"]
     assert loopback.post(f"{base}/v1/dashboard/login-code").status_code == 401
 
@@ -146,7 +145,7 @@ def test_traffic_series_shows_the_load_sent(project: Project):
 @pytest.mark.slow  # over 4 s alone: with `make test`, not `make test-fast`
 def test_overview_lists_personal_routes_until_released(project: Project):
     base = api(project)
-    auth = {"Authorization": f"Bearer {(project.root / '.shiploop' / 'token').read_text().strip()}"}
+    auth = project.write_auth()
 
     def intercepts() -> list[dict]:
         # Past the overview's one-second cache: a fresh build, read once it is a second younger.

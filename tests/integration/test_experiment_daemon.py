@@ -219,7 +219,7 @@ def _new_candidate_with_an_experiment(project: Project, design: str) -> None:
 
 def _posted_at_once(project: Project, *paths: str) -> list[httpx.Response]:
     api = f"http://127.0.0.1:{project.daemon_info()['api_port']}"
-    auth = {"Authorization": f"Bearer {(project.root / '.shiploop' / 'token').read_text().strip()}"}
+    auth = project.write_auth()
     with ThreadPoolExecutor(len(paths)) as pool:
         return list(pool.map(lambda path: loopback.post(api + path, headers=auth, timeout=60), paths))
 
