@@ -130,8 +130,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
         elif item.get_closest_marker("serial") is not None:
             raise pytest.UsageError(f"{item.nodeid}: a fault test (serial) goes in tests/e2e, where make faults looks")
-        rank = run_rank(tier, item.get_closest_marker("slow") is not None)
-        ranks[_work_unit(item)] = min(rank, ranks.get(_work_unit(item), rank))
+        rank, unit = run_rank(tier, item.get_closest_marker("slow") is not None), _work_unit(item)
+        ranks[unit] = min(rank, ranks.get(unit, rank))
     # The longest first (tests/scheduling.py); a module's tests keep their order.
     place = run_order(ranks)
     items.sort(key=lambda item: place[_work_unit(item)])
